@@ -1,0 +1,196 @@
+//! Command-line flags and the `--help` text. Parsing stops at the first
+//! argument that is not one of ours (or after `--`); everything from there
+//! on is the COMMAND and its arguments, passed on untouched.
+
+use std::ffi::OsString;
+
+use crate::error::Failure;
+use crate::settings::{find_by_flag, FlagValue, SETTINGS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Run,
+    Help,
+    Version,
+}
+
+pub struct Invocation {
+    pub action: Action,
+    pub flags: Vec<FlagValue>,
+    pub command: Vec<OsString>,
+}
+
+/// Parses `args` (without argv[0]).
+pub fn parse(args: Vec<OsString>) -> Result<Invocation, Failure> {
+    let mut flags = Vec::new();
+    let mut action = Action::Run;
+    let mut iter = args.into_iter().peekable();
+    while let Some(arg) = iter.peek() {
+        let Some(text) = arg.to_str() else { break };
+        if text == "--" {
+            iter.next();
+            break;
+        }
+        if !text.starts_with('-') || text == "-" {
+            break;
+        }
+        let text = text.to_string();
+        iter.next();
+        match text.as_str() {
+            "-h" | "--help" => {
+                action = Action::Help;
+                continue;
+            }
+            "-V" | "--version" => {
+                action = Action::Version;
+                continue;
+            }
+            _ => {}
+        }
+        let (name, inline) = match text.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (text.clone(), None),
+        };
+        let Some(doc) = find_by_flag(&name) else {
+            return Err(Failure::usage(format!(
+                "unknown option {name}; put `--` before a command that starts with `-`, see --help"
+            )));
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => match iter.next().map(|v| v.into_string()) {
+                Some(Ok(v)) => v,
+                Some(Err(_)) => return Err(Failure::usage(format!("{name} needs a UTF-8 value"))),
+                None => {
+                    return Err(Failure::usage(format!(
+                        "{name} needs a value ({}), see --help",
+                        doc.kind.replace('`', "").replace("\\|", "|")
+                    )))
+                }
+            },
+        };
+        flags.push(FlagValue {
+            key: doc.key,
+            flag: name,
+            value,
+        });
+    }
+    Ok(Invocation {
+        action,
+        flags,
+        command: iter.collect(),
+    })
+}
+
+pub fn version_text() -> String {
+    format!("airflow-entrypoint {}\n", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn help_text() -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "airflow-entrypoint {} — PID 1 for Apache Airflow containers\n\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    out.push_str(
+        "Usage: airflow-entrypoint [OPTIONS] [--] COMMAND [ARGS...]\n\n\
+         Runs COMMAND as its child and supervises it: forwards signals to it, reaps\n\
+         every zombie, stops what is left behind, and exits with the child's status\n\
+         (its exit code, or 128+N when signal N killed it). Options end at the first\n\
+         argument that is not an option, so `airflow-entrypoint bash -c 'echo hi'`\n\
+         passes `-c` to bash.\n\n\
+         Options (each also an environment variable; the flag wins):\n",
+    );
+    for doc in SETTINGS.iter().filter(|d| d.flag) {
+        let flag = doc.flag_name().unwrap_or_default();
+        let kind = doc.kind.replace('`', "").replace("\\|", "|");
+        out.push_str(&format!("  {flag} <{kind}>\n"));
+        let default = doc.default.replace('`', "");
+        out.push_str(&format!(
+            "      env {}; default {default}\n",
+            doc.env_name()
+        ));
+        out.push_str(&wrap(&doc.meaning.replace('`', ""), 6, 78));
+    }
+    out.push_str(
+        "  -h, --help       print this help\n  -V, --version    print the version\n\n\
+         Exit codes: the child's own; 128+N if it died of signal N; 64 usage error;\n\
+         69 a dependency unavailable; 70 internal error; 77 privileges; 78 configuration;\n\
+         126 command not executable; 127 command not found.\n\n\
+         Examples:\n  airflow-entrypoint scheduler\n  \
+         AIRFLOW_ENTRYPOINT_GRACE_PERIOD=30 airflow-entrypoint -- sleep infinity\n  \
+         airflow-entrypoint --signal-scope child --exit-code-map 143:0 celery worker\n",
+    );
+    out
+}
+
+fn wrap(text: &str, indent: usize, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent + line.len() + 1 + word.len() > width {
+            out.push_str(&format!("{:indent$}{line}\n", ""));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{:indent$}{line}\n", ""));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn options_stop_at_the_command() {
+        let inv = parse(args(&[
+            "--grace-period",
+            "3",
+            "webserver",
+            "--port",
+            "8080",
+        ]))
+        .unwrap();
+        assert_eq!(inv.flags.len(), 1);
+        assert_eq!(inv.flags[0].key, "GRACE_PERIOD");
+        assert_eq!(inv.command, args(&["webserver", "--port", "8080"]));
+    }
+
+    #[test]
+    fn double_dash_ends_options_and_equals_form_works() {
+        let inv = parse(args(&["--kill-timeout=1", "--", "--weird"])).unwrap();
+        assert_eq!(inv.flags[0].value, "1");
+        assert_eq!(inv.command, args(&["--weird"]));
+    }
+
+    #[test]
+    fn unknown_options_and_missing_values_are_usage_errors() {
+        assert_eq!(
+            parse(args(&["--nope"])).err().map(|e| e.exit_code),
+            Some(64)
+        );
+        assert_eq!(
+            parse(args(&["--grace-period"])).err().map(|e| e.exit_code),
+            Some(64)
+        );
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        let help = help_text();
+        for doc in SETTINGS.iter().filter(|d| d.flag) {
+            assert!(help.contains(&doc.flag_name().unwrap()));
+            assert!(help.contains(&doc.env_name()));
+        }
+    }
+}

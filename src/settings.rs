@@ -1,0 +1,402 @@
+//! The entrypoint's own settings: `AIRFLOW_ENTRYPOINT_*` variables (read with
+//! envy) overridden by flags, validated once into one typed struct. Owns the
+//! one table of settings that `--help`, the flag parser and the README share.
+//! A malformed value is a configuration error naming its source, never a default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::error::Failure;
+use crate::logging::LogFormat;
+use crate::supervisor::signals::parse_signal;
+
+pub const PREFIX: &str = "AIRFLOW_ENTRYPOINT_";
+
+/// One documented setting. `key` is the name without the prefix; compatibility
+/// variables (no prefix, no flag) have `flag == false`.
+pub struct SettingDoc {
+    pub key: &'static str,
+    pub flag: bool,
+    pub kind: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+impl SettingDoc {
+    pub fn env_name(&self) -> String {
+        if self.flag {
+            format!("{PREFIX}{}", self.key)
+        } else {
+            self.key.to_string()
+        }
+    }
+    pub fn flag_name(&self) -> Option<String> {
+        self.flag
+            .then(|| format!("--{}", self.key.to_ascii_lowercase().replace('_', "-")))
+    }
+}
+
+const fn own(
+    key: &'static str,
+    kind: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+) -> SettingDoc {
+    SettingDoc {
+        key,
+        flag: true,
+        kind,
+        default,
+        meaning,
+    }
+}
+
+const fn compat(
+    key: &'static str,
+    kind: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+) -> SettingDoc {
+    SettingDoc {
+        key,
+        flag: false,
+        kind,
+        default,
+        meaning,
+    }
+}
+
+/// Every setting the entrypoint reads, in the order the README lists them.
+pub const SETTINGS: &[SettingDoc] = &[
+    own("LOG_FORMAT", "`text`\\|`json`", "`text`", "Format of the entrypoint's own log lines on stderr: human text, or one JSON object a line (`timestamp`, `level`, `phase`, `message` and the event's fields)."),
+    own("LOG_LEVEL", "`error`\\|`warn`\\|`info`\\|`debug`\\|`trace`", "`info`", "Least severe level of the entrypoint's own log lines that is written."),
+    own("SIGNAL_SCOPE", "`group`\\|`child`", "per command (`group`)", "Where forwarded signals go: the child's whole process group, or only the child. Wins over `DUMB_INIT_SETSID`."),
+    own("GRACE_PERIOD", "seconds", "unset (never)", "After forwarding TERM, INT or QUIT, SIGKILL the child's group if it is still alive this long after. Unset: never escalate."),
+    own("KILL_TIMEOUT", "seconds", "`5`", "After the main child exits, the processes left behind get SIGTERM, then SIGKILL after this long."),
+    own("TERM_DELAY", "seconds", "`0`", "Hold a SIGTERM this long before forwarding it (lets a Kubernetes Service drop the endpoint first). A second TERM or an INT forwards at once."),
+    own("EXIT_CODE_MAP", "`FROM:TO,...`", "unset", "Rewrites the child's exit status on the way out (128+N for signal N counts), e.g. `143:0`. Never applies to the entrypoint's own failures."),
+    own("SIGNAL_MAP", "`FROM:TO,...`", "unset", "Rewrites a forwarded signal, by name without `SIG`, e.g. `TERM:INT`; `TO` may be `NONE` to drop it."),
+    compat("DUMB_INIT_SETSID", "`0`\\|`1`", "unset", "dumb-init compatibility: `0` means signal scope `child` unless `AIRFLOW_ENTRYPOINT_SIGNAL_SCOPE` is set; `1` or empty change nothing."),
+];
+
+pub fn find_by_flag(flag: &str) -> Option<&'static SettingDoc> {
+    SETTINGS
+        .iter()
+        .find(|s| s.flag_name().as_deref() == Some(flag))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalScope {
+    Group,
+    Child,
+}
+
+/// The validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub log_format: LogFormat,
+    pub log_level: LevelFilter,
+    pub signal_scope: Option<SignalScope>,
+    pub grace_period: Option<Duration>,
+    pub kill_timeout: Duration,
+    pub term_delay: Duration,
+    pub exit_code_map: Vec<(i32, i32)>,
+    /// (from, to); `to == None` drops the signal.
+    pub signal_map: Vec<(i32, Option<i32>)>,
+}
+
+/// Raw values as envy reads them; every field is text so that the
+/// validators below can name the variable in their errors.
+#[derive(Deserialize, Default)]
+struct Raw {
+    log_format: Option<String>,
+    log_level: Option<String>,
+    signal_scope: Option<String>,
+    grace_period: Option<String>,
+    kill_timeout: Option<String>,
+    term_delay: Option<String>,
+    exit_code_map: Option<String>,
+    signal_map: Option<String>,
+}
+
+/// Where a value came from, for error messages.
+struct Sources(BTreeMap<String, String>);
+
+impl Sources {
+    fn name(&self, key: &str) -> String {
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| format!("{PREFIX}{key}"))
+    }
+}
+
+/// A flag given on the command line: the setting's key and the raw value.
+pub struct FlagValue {
+    pub key: &'static str,
+    pub flag: String,
+    pub value: String,
+}
+
+impl Settings {
+    /// Reads `AIRFLOW_ENTRYPOINT_*` from `env`, lets `flags` win, validates.
+    pub fn load(env: &[(String, String)], flags: &[FlagValue]) -> Result<Settings, Failure> {
+        let mut merged: BTreeMap<String, String> = BTreeMap::new();
+        let mut sources = Sources(BTreeMap::new());
+        for (name, value) in env {
+            if let Some(key) = name.strip_prefix(PREFIX) {
+                merged.insert(key.to_string(), value.clone());
+            }
+        }
+        for flag in flags {
+            merged.insert(flag.key.to_string(), flag.value.clone());
+            sources.0.insert(flag.key.to_string(), flag.flag.clone());
+        }
+        // An empty value means unset.
+        merged.retain(|_, v| !v.is_empty());
+        let raw: Raw = envy::prefixed(PREFIX)
+            .from_iter(
+                merged
+                    .iter()
+                    .map(|(k, v)| (format!("{PREFIX}{k}"), v.clone())),
+            )
+            .map_err(|e| Failure::config(format!("reading {PREFIX}* settings: {e}")))?;
+
+        let s = &sources;
+        Ok(Settings {
+            log_format: match raw.log_format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => return Err(bad(s, "LOG_FORMAT", other, "`text` or `json`")),
+            },
+            log_level: match raw.log_level.as_deref() {
+                None | Some("info") => LevelFilter::INFO,
+                Some("error") => LevelFilter::ERROR,
+                Some("warn") => LevelFilter::WARN,
+                Some("debug") => LevelFilter::DEBUG,
+                Some("trace") => LevelFilter::TRACE,
+                Some(other) => {
+                    return Err(bad(
+                        s,
+                        "LOG_LEVEL",
+                        other,
+                        "one of `error`, `warn`, `info`, `debug`, `trace`",
+                    ))
+                }
+            },
+            signal_scope: match raw.signal_scope.as_deref() {
+                None => None,
+                Some("group") => Some(SignalScope::Group),
+                Some("child") => Some(SignalScope::Child),
+                Some(other) => return Err(bad(s, "SIGNAL_SCOPE", other, "`group` or `child`")),
+            },
+            grace_period: raw
+                .grace_period
+                .as_deref()
+                .map(|v| seconds(s, "GRACE_PERIOD", v))
+                .transpose()?,
+            kill_timeout: raw
+                .kill_timeout
+                .as_deref()
+                .map(|v| seconds(s, "KILL_TIMEOUT", v))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(5)),
+            term_delay: raw
+                .term_delay
+                .as_deref()
+                .map(|v| seconds(s, "TERM_DELAY", v))
+                .transpose()?
+                .unwrap_or(Duration::ZERO),
+            exit_code_map: raw
+                .exit_code_map
+                .as_deref()
+                .map(|v| exit_code_map(s, v))
+                .transpose()?
+                .unwrap_or_default(),
+            signal_map: raw
+                .signal_map
+                .as_deref()
+                .map(|v| signal_map(s, v))
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Names of `AIRFLOW_ENTRYPOINT_*` variables that are not settings (typos).
+    pub fn unknown_variables(env: &[(String, String)]) -> Vec<String> {
+        env.iter()
+            .filter_map(|(name, _)| {
+                let key = name.strip_prefix(PREFIX)?;
+                (!SETTINGS.iter().any(|s| s.flag && s.key == key)).then(|| name.clone())
+            })
+            .collect()
+    }
+}
+
+fn bad(sources: &Sources, key: &str, value: &str, expected: &str) -> Failure {
+    Failure::config(format!(
+        "{}={:?} is not valid: expected {expected}",
+        sources.name(key),
+        crate::redact::redact(value)
+    ))
+}
+
+/// Seconds, fractions allowed: `30`, `0.5`. At most one day.
+pub fn parse_seconds(value: &str) -> Option<Duration> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() || !trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let secs: f64 = trimmed.parse().ok()?;
+    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+fn seconds(sources: &Sources, key: &str, value: &str) -> Result<Duration, Failure> {
+    parse_seconds(value).ok_or_else(|| {
+        bad(
+            sources,
+            key,
+            value,
+            "a number of seconds from 0 to 86400, fractions allowed (e.g. `30` or `0.5`)",
+        )
+    })
+}
+
+fn pairs(value: &str) -> impl Iterator<Item = Option<(&str, &str)>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| item.split_once(':').map(|(a, b)| (a.trim(), b.trim())))
+}
+
+fn exit_code_map(sources: &Sources, value: &str) -> Result<Vec<(i32, i32)>, Failure> {
+    let expected = "`FROM:TO,...` with exit codes 0-255, e.g. `143:0`";
+    pairs(value)
+        .map(|pair| {
+            let (from, to) = pair.ok_or_else(|| bad(sources, "EXIT_CODE_MAP", value, expected))?;
+            let code = |text: &str| text.parse::<u8>().ok().map(i32::from);
+            match (code(from), code(to)) {
+                (Some(f), Some(t)) => Ok((f, t)),
+                _ => Err(bad(sources, "EXIT_CODE_MAP", value, expected)),
+            }
+        })
+        .collect()
+}
+
+fn signal_map(sources: &Sources, value: &str) -> Result<Vec<(i32, Option<i32>)>, Failure> {
+    let expected = "`FROM:TO,...` with signal names without SIG (e.g. `TERM:INT`, `USR1:NONE`)";
+    pairs(value)
+        .map(|pair| {
+            let (from, to) = pair.ok_or_else(|| bad(sources, "SIGNAL_MAP", value, expected))?;
+            let from =
+                parse_signal(from).ok_or_else(|| bad(sources, "SIGNAL_MAP", value, expected))?;
+            let to = if to.eq_ignore_ascii_case("NONE") {
+                None
+            } else {
+                Some(parse_signal(to).ok_or_else(|| bad(sources, "SIGNAL_MAP", value, expected))?)
+            };
+            Ok((from, to))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = Settings::load(&[], &[]).unwrap();
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.kill_timeout, Duration::from_secs(5));
+        assert_eq!(s.grace_period, None);
+        assert_eq!(s.term_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn empty_value_means_unset() {
+        let s = Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_KILL_TIMEOUT", "")]), &[]).unwrap();
+        assert_eq!(s.kill_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let flags = [FlagValue {
+            key: "GRACE_PERIOD",
+            flag: "--grace-period".into(),
+            value: "0.5".into(),
+        }];
+        let s = Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_GRACE_PERIOD", "9")]), &flags).unwrap();
+        assert_eq!(s.grace_period, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_or_flag() {
+        let e =
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_GRACE_PERIOD", "soon")]), &[]).unwrap_err();
+        assert_eq!(e.exit_code, 78);
+        assert!(
+            e.message.contains("AIRFLOW_ENTRYPOINT_GRACE_PERIOD"),
+            "{}",
+            e.message
+        );
+        let flags = [FlagValue {
+            key: "LOG_FORMAT",
+            flag: "--log-format".into(),
+            value: "xml".into(),
+        }];
+        let e = Settings::load(&[], &flags).unwrap_err();
+        assert!(e.message.starts_with("--log-format"), "{}", e.message);
+    }
+
+    #[test]
+    fn seconds_reject_negative_and_garbage() {
+        for v in ["-1", "1e3", "inf", "NaN", "1.2.3", "90000", " "] {
+            assert_eq!(parse_seconds(v), None, "{v}");
+        }
+        assert_eq!(parse_seconds("2.5"), Some(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn maps_parse() {
+        let s = Settings::load(
+            &env(&[
+                ("AIRFLOW_ENTRYPOINT_EXIT_CODE_MAP", "143:0, 1:2"),
+                ("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", "TERM:INT,SIGUSR1:none"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.exit_code_map, vec![(143, 0), (1, 2)]);
+        assert_eq!(s.signal_map, vec![(15, Some(2)), (10, None)]);
+        assert!(
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_EXIT_CODE_MAP", "143-0")]), &[]).is_err()
+        );
+        assert!(
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_EXIT_CODE_MAP", "300:0")]), &[]).is_err()
+        );
+        assert!(
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", "TERM:FOO")]), &[]).is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_prefixed_variables_are_reported() {
+        let unknown = Settings::unknown_variables(&env(&[
+            ("AIRFLOW_ENTRYPOINT_GRACE_PERIDO", "1"),
+            ("AIRFLOW_ENTRYPOINT_KILL_TIMEOUT", "1"),
+        ]));
+        assert_eq!(unknown, vec!["AIRFLOW_ENTRYPOINT_GRACE_PERIDO".to_string()]);
+    }
+}

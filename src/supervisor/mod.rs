@@ -1,0 +1,227 @@
+//! The supervisor: the child is spawned, then we only forward and reap until
+//! it exits; after that we stop what it left behind and report its status.
+//! Invariant: once the child exists we never bail out early — every error
+//! path still reaps, forwards and waits for the child.
+
+pub mod reap;
+pub mod shutdown;
+pub mod signals;
+pub mod spawn;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::kill;
+use nix::unistd::{getpid, Pid};
+
+use crate::error::Failure;
+use crate::logging::{enter_phase, Phase};
+use crate::settings::SignalScope;
+use reap::{reap_all, ChildExit};
+use signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
+use spawn::Spawned;
+
+/// How the supervisor treats the child, resolved from settings and command.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub scope: SignalScope,
+    pub grace_period: Option<Duration>,
+    pub kill_timeout: Duration,
+    pub term_delay: Duration,
+    pub signal_map: Vec<(i32, Option<i32>)>,
+    pub exit_code_map: Vec<(i32, i32)>,
+}
+
+/// True when we are the namespace's init. Otherwise become a child
+/// subreaper, so orphaned descendants are reparented to us and reaped here.
+pub fn become_reaper() -> bool {
+    if getpid().as_raw() == 1 {
+        return true;
+    }
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "could not become a child subreaper; orphans will go to the real init");
+    }
+    false
+}
+
+/// Before the child exists: a terminating signal ends start-up at once with
+/// 128+N; anything else is dropped (there is nobody to forward it to).
+pub fn check_startup_signals(inbox: &SignalInbox) -> Result<(), Failure> {
+    startup_signal_verdict(inbox.drain())
+}
+
+pub fn startup_signal_verdict(signals: Vec<i32>) -> Result<(), Failure> {
+    for signal in signals {
+        if is_terminating(signal) {
+            return Err(Failure::interrupted(signal));
+        }
+        if signal == libc::SIGCHLD {
+            reap_all(&[]);
+        } else {
+            tracing::debug!(
+                signal = signal_name(signal),
+                "signal before the command started; dropped"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Supervises `child` until it exits and the rest is stopped; returns the
+/// exit code for the entrypoint (the child's status after EXIT_CODE_MAP).
+pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1: bool) -> i32 {
+    enter_phase(Phase::Supervise);
+    let mut held_term: Option<Instant> = None;
+    let mut grace_deadline: Option<Instant> = None;
+    let exit = loop {
+        let reaped = reap_all(&[child.pid]);
+        if let Some((_, exit)) = reaped.watched.first() {
+            break *exit;
+        }
+        if reaped.others > 0 {
+            tracing::debug!(count = reaped.others, "reaped orphaned processes");
+        }
+        if reaped.none_left {
+            // Cannot happen while the child lives; do not spin if it does.
+            tracing::error!("the child vanished without an exit status");
+            break ChildExit::Code(crate::error::code::INTERNAL);
+        }
+        let deadline = [held_term, grace_deadline].into_iter().flatten().min();
+        for signal in inbox.wait(deadline, None) {
+            if signal == libc::SIGCHLD {
+                continue; // reaped at the top of the loop
+            }
+            if signal == libc::SIGTERM && !policy.term_delay.is_zero() && held_term.is_none() {
+                held_term = Some(Instant::now() + policy.term_delay);
+                tracing::info!(
+                    delay_s = policy.term_delay.as_secs_f64(),
+                    "holding SIGTERM before forwarding it (TERM_DELAY); a second TERM or an INT forwards at once"
+                );
+                continue;
+            }
+            if held_term.take().is_some() && signal != libc::SIGTERM {
+                forward(child, policy, libc::SIGTERM, &mut grace_deadline);
+            }
+            forward(child, policy, signal, &mut grace_deadline);
+        }
+        let now = Instant::now();
+        if held_term.is_some_and(|at| at <= now) {
+            held_term = None;
+            forward(child, policy, libc::SIGTERM, &mut grace_deadline);
+        }
+        if grace_deadline.is_some_and(|at| at <= now) {
+            grace_deadline = None;
+            tracing::warn!(
+                pid = child.pid.as_raw(),
+                grace_period_s = policy.grace_period.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                "the child is still running after the grace period; sending SIGKILL to its process group"
+            );
+            let _ = kill(
+                Pid::from_raw(-child.pgid.as_raw()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = kill(child.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    };
+    match exit {
+        ChildExit::Code(code) => tracing::info!(
+            pid = child.pid.as_raw(),
+            exit_code = code,
+            "the child exited"
+        ),
+        ChildExit::Signal(signal) => tracing::info!(
+            pid = child.pid.as_raw(),
+            signal = signal_name(signal),
+            exit_code = exit.status_code(),
+            "the child was killed by a signal"
+        ),
+    }
+    enter_phase(Phase::Shutdown);
+    shutdown::stop_stragglers(inbox, policy.kill_timeout, child.pgid, is_pid1);
+    if !is_pid1 {
+        spawn::restore_terminal(child.previous_foreground);
+    }
+    map_exit_code(exit.status_code(), &policy.exit_code_map)
+}
+
+fn map_exit_code(status: i32, map: &[(i32, i32)]) -> i32 {
+    match map.iter().find(|(from, _)| *from == status) {
+        Some(&(_, to)) => {
+            tracing::info!(from = status, to, "exit code rewritten by EXIT_CODE_MAP");
+            to
+        }
+        None => status,
+    }
+}
+
+/// Forwards one received signal after SIGNAL_MAP, to the group or the child.
+fn forward(child: &Spawned, policy: &Policy, received: i32, grace_deadline: &mut Option<Instant>) {
+    if !is_forwardable(received) {
+        return;
+    }
+    let signal = match policy.signal_map.iter().find(|(from, _)| *from == received) {
+        Some((_, None)) => {
+            tracing::info!(
+                signal = signal_name(received),
+                "signal dropped by SIGNAL_MAP"
+            );
+            return;
+        }
+        Some((_, Some(to))) => *to,
+        None => received,
+    };
+    let (target, scope) = match policy.scope {
+        SignalScope::Group => (-child.pgid.as_raw(), "group"),
+        SignalScope::Child => (child.pid.as_raw(), "child"),
+    };
+    // SAFETY: kill(2) with a plain pid and signal number; no memory involved.
+    // (libc, not nix: real-time signals have no nix::Signal.)
+    let result = unsafe { libc::kill(target, signal) };
+    let level_info = matches!(
+        received,
+        libc::SIGTERM | libc::SIGINT | libc::SIGQUIT | libc::SIGHUP
+    );
+    if level_info {
+        tracing::info!(
+            signal = signal_name(signal),
+            received = signal_name(received),
+            scope,
+            "forwarded signal"
+        );
+    } else {
+        tracing::debug!(
+            signal = signal_name(signal),
+            received = signal_name(received),
+            scope,
+            "forwarded signal"
+        );
+    }
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "forwarding failed (the child may be exiting)");
+    }
+    if matches!(received, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT) && grace_deadline.is_none()
+    {
+        if let Some(grace) = policy.grace_period {
+            *grace_deadline = Some(Instant::now() + grace);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_map_applies_first_match() {
+        assert_eq!(map_exit_code(143, &[(143, 0), (143, 1)]), 0);
+        assert_eq!(map_exit_code(1, &[(143, 0)]), 1);
+    }
+
+    #[test]
+    fn terminating_signals_end_startup() {
+        assert_eq!(startup_signal_verdict(vec![libc::SIGUSR1]), Ok(()));
+        assert_eq!(
+            startup_signal_verdict(vec![libc::SIGTERM]).map_err(|f| f.exit_code),
+            Err(143)
+        );
+    }
+}
