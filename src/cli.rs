@@ -12,6 +12,7 @@ pub enum Action {
     Run,
     Help,
     Version,
+    ListSettings,
 }
 
 pub struct Invocation {
@@ -43,6 +44,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, Failure> {
             }
             "-V" | "--version" => {
                 action = Action::Version;
+                continue;
+            }
+            "--list-settings" => {
+                action = Action::ListSettings;
                 continue;
             }
             _ => {}
@@ -113,7 +118,8 @@ pub fn help_text() -> String {
         out.push_str(&wrap(&doc.meaning.replace('`', ""), 6, 78));
     }
     out.push_str(
-        "  -h, --help       print this help\n  -V, --version    print the version\n\n\
+        "  -h, --help       print this help\n  -V, --version    print the version\n  \
+         --list-settings  print every setting (and compatibility variable) as a markdown table\n\n\
          Exit codes: the child's own; 128+N if it died of signal N; 64 usage error;\n\
          69 a dependency unavailable; 70 internal error; 77 privileges; 78 configuration;\n\
          126 command not executable; 127 command not found.\n\n\
@@ -121,6 +127,26 @@ pub fn help_text() -> String {
          AIRFLOW_ENTRYPOINT_GRACE_PERIOD=30 airflow-entrypoint -- sleep infinity\n  \
          airflow-entrypoint --signal-scope child --exit-code-map 143:0 celery worker\n",
     );
+    out
+}
+
+/// The README's settings table: name, flag, type, default, meaning.
+pub fn settings_table() -> String {
+    let mut out =
+        String::from("| Variable | Flag | Type | Default | Meaning |\n|---|---|---|---|---|\n");
+    for doc in SETTINGS {
+        let flag = doc
+            .flag_name()
+            .map(|f| format!("`{f}`"))
+            .unwrap_or_else(|| "—".to_string());
+        out.push_str(&format!(
+            "| `{}` | {flag} | {} | {} | {} |\n",
+            doc.env_name(),
+            doc.kind,
+            doc.default,
+            doc.meaning
+        ));
+    }
     out
 }
 

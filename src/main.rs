@@ -46,6 +46,7 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
     match invocation.action {
         cli::Action::Help => return Ok(print_stdout(&cli::help_text())),
         cli::Action::Version => return Ok(print_stdout(&cli::version_text())),
+        cli::Action::ListSettings => return Ok(print_stdout(&cli::settings_table())),
         cli::Action::Run => {}
     }
     let process_env = utf8_environment();

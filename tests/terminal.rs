@@ -1,0 +1,68 @@
+//! With a terminal on stdin (`docker run -it`), the child is the terminal's
+//! foreground process group: Ctrl-C typed at the terminal reaches it.
+
+mod support;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use support::*;
+
+#[test]
+fn ctrl_c_on_the_terminal_reaches_the_child_as_pid1() {
+    if !needs_root("ctrl_c_on_the_terminal_reaches_the_child_as_pid1") {
+        return;
+    }
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let dir = TempDir::new("tty");
+    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+    let slave_fd = pty.slave.as_raw_fd();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(bin())
+        .args(["--", "sh", "-c"])
+        .arg("trap 'echo INT > $T/got; exit 0' INT; echo ready > $T/ready; while :; do sleep 100 & wait $!; done")
+        .env("T", dir.path())
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(stderr);
+    // SAFETY: setsid and ioctl are async-signal-safe; the child makes the
+    // pty its controlling terminal, like a container runtime does.
+    unsafe {
+        command.pre_exec(move || {
+            libc::setsid();
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let _ = slave_fd;
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("spawn under a pty");
+    drop(pty.slave);
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _guard = Kill(child.id() as i32);
+    let ready = dir.join("ready");
+    wait_until(secs(20), || ready.exists().then_some(())).expect("child not ready");
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(&[0x03]).unwrap(); // Ctrl-C
+    let got = dir.join("got");
+    let seen = wait_until(secs(20), || {
+        std::fs::read_to_string(&got).ok().filter(|s| !s.is_empty())
+    });
+    assert_eq!(
+        seen.as_deref().map(str::trim),
+        Some("INT"),
+        "stderr: {}",
+        dir.read("stderr")
+    );
+    let status = wait_until(secs(20), || child.try_wait().ok().flatten()).expect("exit");
+    assert_eq!(status.code(), Some(0), "stderr: {}", dir.read("stderr"));
+}
