@@ -13,6 +13,8 @@ pub enum Action {
     Help,
     Version,
     ListSettings,
+    PrintEnv,
+    WaitOnly,
 }
 
 pub struct Invocation {
@@ -46,6 +48,14 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, Failure> {
                 action = Action::Version;
                 continue;
             }
+            "--wait-only" => {
+                action = Action::WaitOnly;
+                continue;
+            }
+            "--print-env" => {
+                action = Action::PrintEnv;
+                continue;
+            }
             "--list-settings" => {
                 action = Action::ListSettings;
                 continue;
@@ -63,6 +73,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, Failure> {
         };
         let value = match inline {
             Some(v) => v,
+            // A boolean flag alone means true; it never takes the next argument.
+            None if doc.kind == "bool" => "true".to_string(),
             None => match iter.next().map(|v| v.into_string()) {
                 Some(Ok(v)) => v,
                 Some(Err(_)) => return Err(Failure::usage(format!("{name} needs a UTF-8 value"))),
@@ -109,7 +121,11 @@ pub fn help_text() -> String {
     for doc in SETTINGS.iter().filter(|d| d.flag) {
         let flag = doc.flag_name().unwrap_or_default();
         let kind = doc.kind.replace('`', "").replace("\\|", "|");
-        out.push_str(&format!("  {flag} <{kind}>\n"));
+        if kind == "bool" {
+            out.push_str(&format!("  {flag}[=<bool>]\n"));
+        } else {
+            out.push_str(&format!("  {flag} <{kind}>\n"));
+        }
         let default = doc.default.replace('`', "");
         out.push_str(&format!(
             "      env {}; default {default}\n",
@@ -118,7 +134,9 @@ pub fn help_text() -> String {
         out.push_str(&wrap(&doc.meaning.replace('`', ""), 6, 78));
     }
     out.push_str(
-        "  -h, --help       print this help\n  -V, --version    print the version\n  \
+        "  --wait-only [COMMAND]\n                   wait for what COMMAND would wait for (the metadata database when\n                   no COMMAND is given; `--wait-only worker` also the broker), then\n                   exit 0 without starting anything (init containers, health checks)\n  \
+         --print-env      print every AIRFLOW*/ASTRONOMER* variable with the layer it came from\n                   (secrets masked), then exit; drops nothing, runs nothing\n  \
+         -h, --help       print this help\n  -V, --version    print the version\n  \
          --list-settings  print every setting (and compatibility variable) as a markdown table\n\n\
          Exit codes: the child's own; 128+N if it died of signal N; 64 usage error;\n\
          69 a dependency unavailable; 70 internal error; 77 privileges; 78 configuration;\n\

@@ -19,6 +19,84 @@ pub struct Resolved {
     pub args: Vec<OsString>,
 }
 
+/// Airflow subcommands that need the metadata database (components and
+/// DB-using commands), per the Airflow 2 and 3 CLIs.
+const USES_DATABASE: &[&str] = &[
+    "scheduler",
+    "webserver",
+    "api-server",
+    "triggerer",
+    "dag-processor",
+    "worker",
+    "flower",
+    "standalone",
+    "celery",
+    "kerberos",
+    "db",
+    "users",
+    "roles",
+    "connections",
+    "variables",
+    "pools",
+    "dags",
+    "tasks",
+    "jobs",
+    "sync-perm",
+    "assets",
+    "backfill",
+];
+
+/// The Airflow subcommand COMMAND runs: `scheduler` given bare, or
+/// `airflow scheduler`. None for other programs.
+pub fn airflow_subcommand(command: &[OsString]) -> Option<(&str, &[OsString])> {
+    let (first, rest) = command.split_first()?;
+    let first = first.to_str()?;
+    if first == "airflow" || first.ends_with("/airflow") {
+        let (sub, rest) = rest.split_first()?;
+        return Some((sub.to_str()?, rest));
+    }
+    is_airflow_command(first).then_some((first, rest))
+}
+
+/// Names that are run as `airflow NAME` when given bare.
+pub fn is_airflow_command(name: &str) -> bool {
+    USES_DATABASE.contains(&name)
+        || matches!(
+            name,
+            "config"
+                | "info"
+                | "version"
+                | "cheat-sheet"
+                | "providers"
+                | "plugins"
+                | "rotate-fernet-key"
+        )
+}
+
+/// True when COMMAND needs the metadata database (so it waits for it).
+pub fn uses_metadata_database(command: &[OsString]) -> bool {
+    airflow_subcommand(command).is_some_and(|(sub, _)| USES_DATABASE.contains(&sub))
+}
+
+/// True when COMMAND needs the Celery broker: a worker or flower, or a
+/// scheduler whose executor list names a Celery executor.
+pub fn uses_celery_broker(command: &[OsString], executor: Option<&str>) -> bool {
+    match airflow_subcommand(command) {
+        Some(("worker" | "flower", _)) => true,
+        Some(("celery", rest)) => rest
+            .first()
+            .and_then(|a| a.to_str())
+            .is_some_and(|a| matches!(a, "worker" | "flower")),
+        Some(("scheduler", _)) => executor.is_some_and(|list| {
+            list.split(',').any(|e| {
+                let name = e.trim().rsplit('.').next().unwrap_or("");
+                name.starts_with("Celery")
+            })
+        }),
+        _ => false,
+    }
+}
+
 /// The shell's default when PATH is unset.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -132,6 +210,36 @@ mod tests {
         assert!(e.message.starts_with("command not found: no-such-cmd-xyz"));
         let e = find_program(OsStr::new("/tmp"), None).unwrap_err();
         assert_eq!(e.exit_code, 126);
+    }
+
+    fn argv(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn which_commands_use_the_database_and_broker() {
+        assert!(uses_metadata_database(&argv(&["scheduler"])));
+        assert!(uses_metadata_database(&argv(&["airflow", "db", "migrate"])));
+        assert!(!uses_metadata_database(&argv(&["version"])));
+        assert!(!uses_metadata_database(&argv(&["bash", "-c", "x"])));
+        assert!(uses_celery_broker(&argv(&["worker"]), None));
+        assert!(uses_celery_broker(&argv(&["celery", "worker"]), None));
+        assert!(!uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("LocalExecutor")
+        ));
+        assert!(uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("LocalExecutor,CeleryExecutor")
+        ));
+        assert!(uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("CeleryKubernetesExecutor")
+        ));
+        assert!(uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("airflow.providers.celery.executors.celery_executor.CeleryExecutor")
+        ));
     }
 
     #[test]

@@ -4,26 +4,37 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod airflow_cfg;
+mod cfg_file;
 mod cli;
 mod command;
+mod env_file;
+mod env_layers;
 mod error;
 mod logging;
+mod print_env;
+mod readiness;
 mod redact;
 mod settings;
+mod shell_words;
 mod supervisor;
+mod user;
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::sync::OnceLock;
 
+use env_layers::{LayerFiles, Layered, Source};
 use error::Failure;
 use logging::{enter_phase, LogFormat, Phase};
-use settings::{Settings, SignalScope};
+use settings::{Settings, SignalScope, WaitMode};
 use supervisor::signals::SignalInbox;
 use supervisor::spawn::{spawn, SpawnRequest};
 use supervisor::Policy;
 
 static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// A `_CMD` or `_SECRET` command must finish within this time.
+const STEP_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn main() {
     // As PID 1 a signal with no handler is dropped: block them all before
@@ -47,7 +58,7 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
         cli::Action::Help => return Ok(print_stdout(&cli::help_text())),
         cli::Action::Version => return Ok(print_stdout(&cli::version_text())),
         cli::Action::ListSettings => return Ok(print_stdout(&cli::settings_table())),
-        cli::Action::Run => {}
+        cli::Action::Run | cli::Action::PrintEnv | cli::Action::WaitOnly => {}
     }
     let process_env = utf8_environment();
     let settings = Settings::load(&process_env, &invocation.flags)?;
@@ -60,15 +71,72 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
         );
     }
 
+    // Read as root: mounted secrets may be readable by root only.
+    enter_phase(Phase::Environment);
+    let mut layers = Layered::load(
+        &LayerFiles {
+            env_dir: &settings.env_dir,
+            env_dir_explicit: settings.env_dir_explicit,
+            env_files: &settings.env_files,
+        },
+        std::env::vars_os().collect(),
+    )?;
+    layers.copy_legacy_keys(false);
+    if invocation.action == cli::Action::PrintEnv {
+        return Ok(print_stdout(&print_env::table(&layers)));
+    }
+    if settings.log_env {
+        for line in print_env::table(&layers).lines() {
+            tracing::info!("env {line}");
+        }
+    }
+
+    enter_phase(Phase::User);
+    let identity = become_service_user(&settings, &mut layers)?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(settings.umask));
+    supervisor::check_startup_signals(inbox)?;
+
+    enter_phase(Phase::Resolve);
+    let plan = wait_plan(&settings, &layers, &invocation)?;
+    let mut targets = Vec::new();
+    for (which, label) in plan {
+        let (_, resolved) = resolve_url(inbox, &layers, which)?;
+        let target = readiness::url::parse(&resolved.url)
+            .map_err(|e| Failure::config(format!("{}: {e}", resolved.origin)))?;
+        tracing::info!(
+            url = resolved.url.as_str(),
+            origin = resolved.origin.as_str(),
+            "{label}"
+        );
+        targets.push(readiness::wait::WaitTarget {
+            label,
+            target,
+            shown_url: readiness::url::mask(&resolved.url),
+            origin: resolved.origin,
+        });
+    }
+    supervisor::check_startup_signals(inbox)?;
+
+    enter_phase(Phase::Wait);
+    let budget = wait_budget(&settings, &layers)?;
+    if budget.total.is_zero() {
+        if !targets.is_empty() {
+            tracing::info!("CONNECTION_CHECK_MAX_COUNT=0: not waiting");
+        }
+    } else {
+        readiness::wait::wait_for_all(inbox, targets, budget)?;
+    }
+    if invocation.action == cli::Action::WaitOnly {
+        return Ok(0);
+    }
+
     enter_phase(Phase::Command);
-    let child_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let path_var = child_env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_os_str());
+    let child_env = layers.child_env();
+    let path_var = layers.get("PATH").map(std::ffi::OsStr::new);
+    // Looked up after the drop: as the service user would find it.
     let resolved = command::resolve(&invocation.command, path_var)?;
     let policy = Policy {
-        scope: signal_scope(&settings, &process_env, SignalScope::Group),
+        scope: signal_scope(&settings, &layers, SignalScope::Group),
         grace_period: settings.grace_period,
         kill_timeout: settings.kill_timeout,
         term_delay: settings.term_delay,
@@ -88,6 +156,8 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
     tracing::info!(
         pid = child.pid.as_raw(),
         command = resolved.program.display().to_string(),
+        user = identity.name.as_str(),
+        uid = identity.uid,
         scope = match policy.scope {
             SignalScope::Group => "group",
             SignalScope::Child => "child",
@@ -98,23 +168,162 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
     Ok(supervisor::supervise(inbox, &child, &policy, is_pid1))
 }
 
+/// Which URLs to wait for: WAIT=auto follows the command (the metadata DB
+/// for components and DB commands, the broker for Celery workers and a
+/// scheduler with a Celery executor); `always` waits for the DB whatever the
+/// command; `never` skips it all.
+fn wait_plan(
+    settings: &Settings,
+    layers: &Layered,
+    invocation: &cli::Invocation,
+) -> Result<Vec<(airflow_cfg::Url, &'static str)>, Failure> {
+    let command = &invocation.command;
+    let executor = layers.get("AIRFLOW__CORE__EXECUTOR");
+    let wait_only_default = invocation.action == cli::Action::WaitOnly && command.is_empty();
+    let (database, broker) = match settings.wait {
+        WaitMode::Never => (false, false),
+        WaitMode::Always => (true, command::uses_celery_broker(command, executor)),
+        WaitMode::Auto => (
+            wait_only_default || command::uses_metadata_database(command),
+            command::uses_celery_broker(command, executor),
+        ),
+    };
+    let mut plan = Vec::new();
+    if database {
+        plan.push((airflow_cfg::Url::MetadataDatabase, "metadata database"));
+    }
+    if broker {
+        plan.push((airflow_cfg::Url::CeleryBroker, "Celery broker"));
+    }
+    Ok(plan)
+}
+
+/// WAIT_TIMEOUT, else CONNECTION_CHECK_MAX_COUNT × CONNECTION_CHECK_SLEEP_TIME.
+fn wait_budget(settings: &Settings, layers: &Layered) -> Result<readiness::wait::Budget, Failure> {
+    let total = match settings.wait_timeout {
+        Some(total) => total,
+        None => {
+            let count_text = layers.get("CONNECTION_CHECK_MAX_COUNT").unwrap_or("20");
+            let count: u32 = count_text.trim().parse().map_err(|_| {
+                Failure::config(format!(
+                    "{}={count_text:?} is not a whole number; expected e.g. 20 (0 = do not wait)",
+                    layers.describe("CONNECTION_CHECK_MAX_COUNT")
+                ))
+            })?;
+            let sleep_text = layers.get("CONNECTION_CHECK_SLEEP_TIME").unwrap_or("3");
+            let sleep = settings::parse_seconds(sleep_text).ok_or_else(|| {
+                Failure::config(format!(
+                    "{}={sleep_text:?} is not a number of seconds; expected e.g. 3",
+                    layers.describe("CONNECTION_CHECK_SLEEP_TIME")
+                ))
+            })?;
+            sleep.saturating_mul(count)
+        }
+    };
+    Ok(readiness::wait::Budget {
+        total,
+        max_interval: settings.wait_interval,
+    })
+}
+
+/// Drops root (or settles an arbitrary UID) and exports HOME, USER, LOGNAME
+/// and AIRFLOW_HOME for everything started afterwards.
+fn become_service_user(
+    settings: &Settings,
+    layers: &mut Layered,
+) -> Result<user::Identity, Failure> {
+    let user_name = layers.get("ASTRONOMER_USER").unwrap_or("astro").to_string();
+    let uid_text = layers.get("ASTRONOMER_UID").unwrap_or("5000").to_string();
+    let uid: u32 = uid_text.trim().parse().map_err(|_| {
+        Failure::config(format!(
+            "{}={uid_text:?} is not a UID; expected a number such as 5000",
+            layers.describe("ASTRONOMER_UID")
+        ))
+    })?;
+    let passwd = user::passwd_path();
+    let group = user::group_path();
+    let identity = user::establish(&user::UserRequest {
+        passwd_path: &passwd,
+        group_path: &group,
+        user_name: &user_name,
+        user_name_source: &layers.describe("ASTRONOMER_USER"),
+        uid,
+        uid_source: &layers.describe("ASTRONOMER_UID"),
+        airflow_home: layers.get("AIRFLOW_HOME"),
+        run_as_root: settings.run_as_root,
+        create_user: settings.create_user,
+        no_new_privs: settings.no_new_privs,
+        impersonation: layers.get("AIRFLOW__CORE__DEFAULT_IMPERSONATION").is_some(),
+    })?;
+    if !identity.root {
+        let from_passwd = || Source::Derived("the service user's passwd entry".into());
+        layers.set("HOME", identity.home.clone(), from_passwd());
+        layers.set("USER", identity.name.clone(), from_passwd());
+        layers.set("LOGNAME", identity.name.clone(), from_passwd());
+    }
+    if layers.get("AIRFLOW_HOME").is_none() {
+        let home = layers
+            .get("HOME")
+            .unwrap_or(&identity.home)
+            .trim_end_matches('/')
+            .to_string();
+        layers.set(
+            "AIRFLOW_HOME",
+            format!("{home}/airflow"),
+            Source::Derived("Airflow's default, ~/airflow of the service user".into()),
+        );
+    }
+    Ok(identity)
+}
+
+/// Resolves one URL; `_CMD` and `_SECRET` commands run as the service user
+/// through the supervisor.
+fn resolve_url(
+    inbox: &SignalInbox,
+    layers: &Layered,
+    which: airflow_cfg::Url,
+) -> Result<(airflow_cfg::Url, airflow_cfg::Resolved), Failure> {
+    let env = layers.child_env();
+    let path_var = layers.get("PATH").map(std::ffi::OsStr::new);
+    let mut run = |argv: &[String], what: &str| -> Result<String, Failure> {
+        let (name, args) = argv
+            .split_first()
+            .ok_or_else(|| Failure::config(format!("{what} is empty")))?;
+        let program = command::find_program(std::ffi::OsStr::new(name), path_var)
+            .map_err(|f| Failure::config(format!("{what}: {}", f.message)))?;
+        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let outcome = supervisor::steps::run_step(
+            inbox,
+            &SpawnRequest {
+                program: &program,
+                argv0: std::ffi::OsStr::new(name),
+                args: &args,
+                env: &env,
+                capture_stdout: true,
+            },
+            STEP_TIME_LIMIT,
+            what,
+        )?;
+        match outcome.exit {
+            supervisor::reap::ChildExit::Code(0) => Ok(outcome.stdout),
+            other => Err(Failure::config(format!(
+                "{what} failed with exit status {}; run it by hand as the service user to see why",
+                other.status_code()
+            ))),
+        }
+    };
+    Ok((which, airflow_cfg::resolve(which, layers, &mut run)?))
+}
+
 /// `AIRFLOW_ENTRYPOINT_SIGNAL_SCOPE` when set, else `DUMB_INIT_SETSID=0`
 /// means `child`, else the command's default.
-fn signal_scope(
-    settings: &Settings,
-    env: &[(String, String)],
-    default: SignalScope,
-) -> SignalScope {
+fn signal_scope(settings: &Settings, layers: &Layered, default: SignalScope) -> SignalScope {
     if let Some(scope) = settings.signal_scope {
         return scope;
     }
-    let setsid = env
-        .iter()
-        .find(|(k, _)| k == "DUMB_INIT_SETSID")
-        .map(|(_, v)| v.trim());
-    match setsid {
+    match layers.get("DUMB_INIT_SETSID").map(str::trim) {
         Some("0") => SignalScope::Child,
-        Some("1" | "") | None => default,
+        Some("1") | None => default,
         Some(other) => {
             tracing::warn!(
                 value = other,

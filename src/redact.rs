@@ -47,9 +47,79 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Words in a variable name that mark its whole value as secret, after
+/// Airflow's own list of sensitive options (fernet_key, sql_alchemy_conn,
+/// broker_url, result_backend, secret_key, jwt_secret, passwords, ...).
+const SENSITIVE_WORDS: &[&str] = &[
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "TOKEN",
+    "FERNET",
+    "PRIVATE_KEY",
+    "CREDENTIAL",
+    "SQL_ALCHEMY_CONN",
+    "BROKER_URL",
+    "RESULT_BACKEND",
+    "SENTRY_DSN",
+    "BACKEND_KWARGS",
+    "BASIC_AUTH",
+    "API_KEY",
+    "ACCESS_KEY",
+];
+
+/// True when Airflow would treat this variable's value as a secret.
+/// Connections (`AIRFLOW_CONN_*`) always are: they may be JSON with a password.
+pub fn is_sensitive_key(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("AIRFLOW_CONN_") {
+        return true;
+    }
+    // A `_CMD` variable holds a command, not the secret itself.
+    if upper.ends_with("_CMD") {
+        return false;
+    }
+    SENSITIVE_WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// The value as it may be shown: `***` for a sensitive key, else redacted.
+pub fn mask_value<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
+    if is_sensitive_key(name) && !value.is_empty() {
+        Cow::Borrowed(MASK)
+    } else {
+        redact(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{is_sensitive_key, mask_value, redact};
+
+    #[test]
+    fn sensitive_keys_are_recognised() {
+        for key in [
+            "AIRFLOW__CORE__FERNET_KEY",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "AIRFLOW__CELERY__BROKER_URL",
+            "AIRFLOW__CELERY__RESULT_BACKEND",
+            "AIRFLOW__WEBSERVER__SECRET_KEY",
+            "AIRFLOW__API_AUTH__JWT_SECRET",
+            "_AIRFLOW_WWW_USER_PASSWORD",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_SECRET",
+            "AIRFLOW_CONN_MY_DB",
+        ] {
+            assert!(is_sensitive_key(key), "{key}");
+        }
+        for key in [
+            "AIRFLOW_HOME",
+            "AIRFLOW__CORE__EXECUTOR",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD",
+        ] {
+            assert!(!is_sensitive_key(key), "{key}");
+        }
+        assert_eq!(mask_value("AIRFLOW__CORE__FERNET_KEY", "abc"), "***");
+        assert_eq!(mask_value("X", "redis://:pw@r:1/0"), "redis://:***@r:1/0");
+    }
 
     #[test]
     fn masks_the_password_of_a_database_url() {

@@ -79,6 +79,21 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("TERM_DELAY", "seconds", "`0`", "Hold a SIGTERM this long before forwarding it (lets a Kubernetes Service drop the endpoint first). A second TERM or an INT forwards at once."),
     own("EXIT_CODE_MAP", "`FROM:TO,...`", "unset", "Rewrites the child's exit status on the way out (128+N for signal N counts), e.g. `143:0`. Never applies to the entrypoint's own failures."),
     own("SIGNAL_MAP", "`FROM:TO,...`", "unset", "Rewrites a forwarded signal, by name without `SIG`, e.g. `TERM:INT`; `TO` may be `NONE` to drop it."),
+    own("ENV_DIR", "path", "`/etc/airflow-entrypoint/env.d`", "Image defaults: every `*.env` file here, in lexical order, is the lowest layer of the environment. A missing default directory is an empty layer; a directory named explicitly must exist."),
+    own("ENV_FILES", "paths, `:`-separated", "unset", "Deployment env files (a mounted ConfigMap or Secret), read in order above the image defaults and below the container's environment. Each must exist."),
+    own("LOG_ENV", "bool", "`false`", "Log the `--print-env` table (secrets masked) at every start-up."),
+    own("RUN_AS_ROOT", "bool", "`false`", "Keep root instead of dropping to the service user (logged as a warning); skips the user lookup."),
+    own("CREATE_USER", "bool", "`false`", "When started as root and neither `ASTRONOMER_USER` nor `ASTRONOMER_UID` exists in /etc/passwd, append the user with GID 0 instead of failing."),
+    own("NO_NEW_PRIVS", "bool", "`true`", "Set `PR_SET_NO_NEW_PRIVS` after the drop, so no setuid binary can regain privileges. Not set when `AIRFLOW__CORE__DEFAULT_IMPERSONATION` is set (run_as_user needs sudo)."),
+    own("UMASK", "octal", "`0002`", "The umask of every process started (group-writable files, for GID-0 setups such as OpenShift)."),
+    own("WAIT", "`auto`\\|`always`\\|`never`", "`auto`", "Which commands wait for the metadata database (and the Celery broker): `auto` the Airflow components and DB commands; `always` every command, and none; `never` no waiting."),
+    own("WAIT_TIMEOUT", "seconds", "`CONNECTION_CHECK_MAX_COUNT` × `CONNECTION_CHECK_SLEEP_TIME`", "The whole waiting budget; when it is spent, exit 69 with the last reason."),
+    own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts; they start 50 ms apart and back off with jitter up to this."),
+    compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),
+    compat("CONNECTION_CHECK_SLEEP_TIME", "seconds", "`3`", "Official-image compatibility: only shapes the budget now; attempts are 50–250 ms apart, not this far."),
+    compat("ASTRONOMER_USER", "name", "`astro`", "The service user that root drops to (read from the merged environment layers)."),
+    compat("ASTRONOMER_UID", "number", "`5000`", "The UID that `ASTRONOMER_USER` must have (read from the merged layers)."),
+    compat("AIRFLOW_HOME", "path", "`~/airflow` of the service user", "Airflow's home; exported to the child. The image defaults set `/usr/local/airflow`."),
     compat("DUMB_INIT_SETSID", "`0`\\|`1`", "unset", "dumb-init compatibility: `0` means signal scope `child` unless `AIRFLOW_ENTRYPOINT_SIGNAL_SCOPE` is set; `1` or empty change nothing."),
 ];
 
@@ -106,6 +121,25 @@ pub struct Settings {
     pub exit_code_map: Vec<(i32, i32)>,
     /// (from, to); `to == None` drops the signal.
     pub signal_map: Vec<(i32, Option<i32>)>,
+    pub env_dir: std::path::PathBuf,
+    /// ENV_DIR was set explicitly (then it must exist).
+    pub env_dir_explicit: bool,
+    pub env_files: Vec<std::path::PathBuf>,
+    pub log_env: bool,
+    pub run_as_root: bool,
+    pub create_user: bool,
+    pub no_new_privs: bool,
+    pub umask: u32,
+    pub wait: WaitMode,
+    pub wait_timeout: Option<Duration>,
+    pub wait_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    Auto,
+    Always,
+    Never,
 }
 
 /// Raw values as envy reads them; every field is text so that the
@@ -120,6 +154,16 @@ struct Raw {
     term_delay: Option<String>,
     exit_code_map: Option<String>,
     signal_map: Option<String>,
+    env_dir: Option<String>,
+    env_files: Option<String>,
+    log_env: Option<String>,
+    run_as_root: Option<String>,
+    create_user: Option<String>,
+    no_new_privs: Option<String>,
+    umask: Option<String>,
+    wait: Option<String>,
+    wait_timeout: Option<String>,
+    wait_interval: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -222,6 +266,53 @@ impl Settings {
                 .map(|v| signal_map(s, v))
                 .transpose()?
                 .unwrap_or_default(),
+            env_dir_explicit: raw.env_dir.is_some(),
+            env_dir: raw
+                .env_dir
+                .clone()
+                .unwrap_or_else(|| "/etc/airflow-entrypoint/env.d".into())
+                .into(),
+            env_files: raw
+                .env_files
+                .as_deref()
+                .unwrap_or("")
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(Into::into)
+                .collect(),
+            log_env: boolean(s, "LOG_ENV", raw.log_env.as_deref(), false)?,
+            run_as_root: boolean(s, "RUN_AS_ROOT", raw.run_as_root.as_deref(), false)?,
+            create_user: boolean(s, "CREATE_USER", raw.create_user.as_deref(), false)?,
+            no_new_privs: boolean(s, "NO_NEW_PRIVS", raw.no_new_privs.as_deref(), true)?,
+            umask: match raw.umask.as_deref() {
+                None => 0o002,
+                Some(v) => u32::from_str_radix(v.trim(), 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        bad(
+                            s,
+                            "UMASK",
+                            v,
+                            "an octal mode from 000 to 777, e.g. `0002` or `022`",
+                        )
+                    })?,
+            },
+            wait: match raw.wait.as_deref() {
+                None | Some("auto") => WaitMode::Auto,
+                Some("always") => WaitMode::Always,
+                Some("never") => WaitMode::Never,
+                Some(other) => return Err(bad(s, "WAIT", other, "`auto`, `always` or `never`")),
+            },
+            wait_timeout: raw
+                .wait_timeout
+                .as_deref()
+                .map(|v| seconds(s, "WAIT_TIMEOUT", v))
+                .transpose()?,
+            wait_interval: match raw.wait_interval.as_deref() {
+                None => Duration::from_millis(250),
+                Some(v) => seconds(s, "WAIT_INTERVAL", v)?.max(Duration::from_millis(10)),
+            },
         })
     }
 
@@ -242,6 +333,28 @@ fn bad(sources: &Sources, key: &str, value: &str, expected: &str) -> Failure {
         sources.name(key),
         crate::redact::redact(value)
     ))
+}
+
+/// `true|false|1|0|yes|no`, any case.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn boolean(
+    sources: &Sources,
+    key: &str,
+    value: Option<&str>,
+    default: bool,
+) -> Result<bool, Failure> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_bool(v)
+            .ok_or_else(|| bad(sources, key, v, "`true`, `false`, `1`, `0`, `yes` or `no`")),
+    }
 }
 
 /// Seconds, fractions allowed: `30`, `0.5`. At most one day.
@@ -358,6 +471,28 @@ mod tests {
         }];
         let e = Settings::load(&[], &flags).unwrap_err();
         assert!(e.message.starts_with("--log-format"), "{}", e.message);
+    }
+
+    #[test]
+    fn booleans_and_umask_validate() {
+        let s = Settings::load(
+            &env(&[
+                ("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "YES"),
+                ("AIRFLOW_ENTRYPOINT_UMASK", "022"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert!(s.run_as_root && s.no_new_privs);
+        assert_eq!(s.umask, 0o022);
+        assert!(Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_CREATE_USER", "maybe")]), &[]).is_err());
+        assert!(Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_UMASK", "999")]), &[]).is_err());
+        let s = Settings::load(
+            &env(&[("AIRFLOW_ENTRYPOINT_ENV_FILES", "/a.env::/b.env")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.env_files.len(), 2);
     }
 
     #[test]

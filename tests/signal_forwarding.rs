@@ -172,6 +172,7 @@ fn sigterm_before_the_child_is_spawned_ends_startup_with_143() {
         .arg(bin())
         .args(["--", "touch"])
         .arg(&marker)
+        .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
         .stdin(std::process::Stdio::null());
     let finished = f.run(secs(20));
     finished.expect_code(143);

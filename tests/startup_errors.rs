@@ -134,6 +134,11 @@ fn json_logs_are_one_object_a_line_with_the_named_fields() {
         .args(["--", "no-such-command-anywhere"])
         .run(secs(20));
     f.expect_code(127);
-    let v: serde_json::Value = serde_json::from_str(f.stderr.trim()).expect("one JSON line");
+    let last = f.stderr.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).expect("a JSON line");
     assert_eq!(v["level"], "error");
+    assert_eq!(
+        f.stderr.lines().filter(|l| l.contains("\"error\"")).count(),
+        1
+    );
 }

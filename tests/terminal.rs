@@ -24,6 +24,7 @@ fn ctrl_c_on_the_terminal_reaches_the_child_as_pid1() {
         .args(["--", "sh", "-c"])
         .arg("trap 'echo INT > $T/got; exit 0' INT; echo ready > $T/ready; while :; do sleep 100 & wait $!; done")
         .env("T", dir.path())
+        .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
         .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
         .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
         .stderr(stderr);

@@ -7,6 +7,7 @@ pub mod reap;
 pub mod shutdown;
 pub mod signals;
 pub mod spawn;
+pub mod steps;
 
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,8 @@
 //! when a test ends — also when it fails.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -95,10 +97,66 @@ impl Run {
         };
         command
             .env_remove("AIRFLOW_ENTRYPOINT_LOG_FORMAT")
+            // The machine has no astro user: supervisor tests keep root.
+            // Tests of the user drop use `Run::with_users` instead.
+            .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
             .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
             .env("T", dir.path())
             .stdin(Stdio::null());
         Run { command, dir, mode }
+    }
+    /// PID 1 of a new PID and mount namespace whose /etc/passwd and
+    /// /etc/group are bind-mounted from the given texts (the machine's own
+    /// files are never touched). `as_uid` starts the entrypoint as that
+    /// non-root UID (GID 0, no groups), like Kubernetes' runAsUser.
+    pub fn with_users(
+        tag: &str,
+        passwd: &str,
+        group: &str,
+        passwd_mode: u32,
+        as_uid: Option<u32>,
+    ) -> Run {
+        let dir = TempDir::new(tag);
+        let etc = dir.join("etc");
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(etc.join("passwd"), passwd).unwrap();
+        fs::write(etc.join("group"), group).unwrap();
+        fs::set_permissions(
+            etc.join("passwd"),
+            std::os::unix::fs::PermissionsExt::from_mode(passwd_mode),
+        )
+        .unwrap();
+        let mut command = Command::new("unshare");
+        command
+            .args(["--pid", "--fork", "--mount-proc", "--mount", "--kill-child", "sh", "-c"])
+            .arg("mount --bind \"$1\" /etc/passwd && mount --bind \"$2\" /etc/group && shift 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(etc.join("passwd"))
+            .arg(etc.join("group"));
+        if let Some(uid) = as_uid {
+            command.args([
+                "setpriv",
+                &format!("--reuid={uid}"),
+                "--regid=0",
+                "--clear-groups",
+            ]);
+        }
+        command
+            .arg(bin())
+            .env_remove("AIRFLOW_ENTRYPOINT_LOG_FORMAT")
+            .env_remove("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT")
+            .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
+            .env("HOME", "/root")
+            .env("T", dir.path())
+            .stdin(Stdio::null());
+        Run {
+            command,
+            dir,
+            mode: Mode::Pid1,
+        }
+    }
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
     }
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.command.arg(arg);
@@ -118,6 +176,10 @@ impl Run {
     }
     pub fn command_mut(&mut self) -> &mut Command {
         &mut self.command
+    }
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.command.env_remove(key);
+        self
     }
     pub fn start(mut self) -> Running {
         let stdout = fs::File::create(self.dir.join("stdout")).expect("stdout file");
@@ -147,6 +209,8 @@ pub struct Running {
 }
 
 pub struct Finished {
+    /// Files the run left in its temp dir (read before it was removed).
+    pub files: std::collections::BTreeMap<String, String>,
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub stderr: String,
@@ -214,7 +278,19 @@ impl Running {
         use std::os::unix::process::ExitStatusExt;
         let mut this = self;
         this.status = Some(status);
+        let mut files = std::collections::BTreeMap::new();
+        if let Ok(entries) = fs::read_dir(this.dir.path()) {
+            for entry in entries.flatten() {
+                if let (Some(name), Ok(text)) = (
+                    entry.file_name().to_str().map(String::from),
+                    fs::read_to_string(entry.path()),
+                ) {
+                    files.insert(name, text);
+                }
+            }
+        }
         Finished {
+            files,
             code: status.code(),
             signal: status.signal(),
             stderr: this.dir.read("stderr"),
@@ -240,6 +316,10 @@ impl Drop for Running {
 }
 
 impl Finished {
+    /// A file the run wrote under $T, trimmed ("" when absent).
+    pub fn file(&self, name: &str) -> &str {
+        self.files.get(name).map(|s| s.trim()).unwrap_or("")
+    }
     /// Panics with stderr when the exit code is not `expected`.
     pub fn expect_code(&self, expected: i32) -> &Self {
         assert_eq!(

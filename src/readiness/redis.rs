@@ -1,0 +1,162 @@
+//! Redis probe: AUTH (when the URL has credentials) and PING, in RESP.
+//! +PONG is ready, -LOADING is not yet, a refused password is fatal.
+//! For Sentinel URLs, the first sentinel that answers PING is enough.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+use super::transport::{connect, io_reason, start_tls, Conn};
+use super::url::{Endpoint, Kind, Target, Tls};
+use super::Verdict;
+
+pub fn probe(target: &Target, timeout: Duration) -> Verdict {
+    let mut last = Verdict::NotYet("no endpoint".into());
+    for endpoint in &target.endpoints {
+        last = probe_one(target, endpoint, timeout);
+        if matches!(last, Verdict::Ready | Verdict::Fatal(_)) {
+            return last;
+        }
+        if target.kind != Kind::RedisSentinel {
+            break;
+        }
+    }
+    last
+}
+
+fn command(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for word in words {
+        out.extend_from_slice(format!("${}\r\n", word.len()).as_bytes());
+        out.extend_from_slice(word.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn probe_one(target: &Target, endpoint: &Endpoint, timeout: Duration) -> Verdict {
+    let socket = match connect(endpoint, timeout) {
+        Ok(s) => s,
+        Err(v) => return v,
+    };
+    let conn = match (&target.tls, endpoint) {
+        (Tls::Off, _) | (_, Endpoint::Unix { .. }) => Conn::Plain(socket),
+        (tls, Endpoint::Tcp { host, .. }) => {
+            match start_tls(socket, host, tls, target.tls_root_cert.as_deref()) {
+                Ok(c) => c,
+                Err(v) => return v,
+            }
+        }
+    };
+    let mut reader = BufReader::new(conn);
+    let mut request = Vec::new();
+    let authenticating = target.password.is_some() && target.kind != Kind::RedisSentinel;
+    if authenticating {
+        let password = target.password.as_deref().unwrap_or_default();
+        match target.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(user) => request.extend(command(&["AUTH", user, password])),
+            None => request.extend(command(&["AUTH", password])),
+        }
+    }
+    request.extend(command(&["PING"]));
+    if let Err(e) = reader
+        .get_mut()
+        .write_all(&request)
+        .and_then(|_| reader.get_mut().flush())
+    {
+        return Verdict::NotYet(io_reason(&e));
+    }
+    let mut replies = Vec::new();
+    for _ in 0..(if authenticating { 2 } else { 1 }) {
+        let mut line = String::new();
+        match Read::by_ref(&mut reader).take(4096).read_line(&mut line) {
+            Ok(0) => return Verdict::NotYet("the server closed the connection".into()),
+            Ok(_) => replies.push(line.trim_end().to_string()),
+            Err(e) => return Verdict::NotYet(io_reason(&e)),
+        }
+    }
+    let _ = reader.get_mut().write_all(&command(&["QUIT"]));
+    classify(&replies, authenticating)
+}
+
+pub fn classify(replies: &[String], authenticated: bool) -> Verdict {
+    for reply in replies {
+        let upper = reply.to_ascii_uppercase();
+        if upper.starts_with("-WRONGPASS")
+            || upper.contains("INVALID PASSWORD")
+            || upper.contains("INVALID USERNAME")
+        {
+            return Verdict::Fatal("wrong password (the server refused AUTH)".into());
+        }
+        if upper.starts_with("-ERR AUTH") || upper.contains("WITHOUT ANY PASSWORD CONFIGURED") {
+            return Verdict::Fatal(
+                "the URL has a password but the server has none configured; remove it from the URL"
+                    .into(),
+            );
+        }
+        if upper.starts_with("-NOAUTH") {
+            return Verdict::Fatal(if authenticated {
+                "the server still asks for authentication".into()
+            } else {
+                "the server needs a password; put it in the URL (redis://:PASSWORD@host)".into()
+            });
+        }
+        if upper.starts_with("-LOADING") {
+            return Verdict::NotYet("Redis is loading its dataset into memory".into());
+        }
+        if upper.starts_with('-') {
+            return Verdict::NotYet(reply.trim_start_matches('-').to_string());
+        }
+    }
+    match replies.last() {
+        Some(r) if r == "+PONG" => Verdict::Ready,
+        Some(r) => Verdict::Fatal(format!(
+            "not a Redis server (answered {:?})",
+            r.chars().take(40).collect::<String>()
+        )),
+        None => Verdict::NotYet("no answer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn replies_are_classified() {
+        assert!(matches!(classify(&s(&["+PONG"]), false), Verdict::Ready));
+        assert!(matches!(
+            classify(&s(&["+OK", "+PONG"]), true),
+            Verdict::Ready
+        ));
+        assert!(matches!(
+            classify(
+                &s(&["-LOADING Redis is loading the dataset in memory"]),
+                false
+            ),
+            Verdict::NotYet(_)
+        ));
+        assert!(
+            matches!(classify(&s(&["-WRONGPASS invalid username-password pair", "-NOAUTH x"]), true), Verdict::Fatal(m) if m.contains("wrong password"))
+        );
+        assert!(matches!(
+            classify(&s(&["-NOAUTH Authentication required."]), false),
+            Verdict::Fatal(_)
+        ));
+        assert!(matches!(
+            classify(&s(&["HTTP/1.1 400"]), false),
+            Verdict::Fatal(_)
+        ));
+    }
+
+    #[test]
+    fn commands_are_resp_arrays() {
+        assert_eq!(
+            command(&["AUTH", "pw"]),
+            b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n".to_vec()
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! One connection for one probe attempt: TCP (after DNS, which blocks and so
+//! only ever runs on a probe thread) or a Unix socket, each with a time
+//! limit, optionally wrapped in TLS (rustls; no OpenSSL in a static binary).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    StreamOwned,
+};
+
+use super::url::{Endpoint, Tls};
+use super::Verdict;
+
+/// The system CA bundle of Debian-based images, used when the URL names none.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+pub enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.flush(),
+            Socket::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// A plain or TLS connection.
+pub enum Conn {
+    Plain(Socket),
+    Tls(Box<StreamOwned<ClientConnection, Socket>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Connects to `endpoint` within `timeout`; every failure is "not yet".
+pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Socket, Verdict> {
+    match endpoint {
+        Endpoint::Unix { path } => {
+            let stream = UnixStream::connect(path).map_err(|e| {
+                Verdict::NotYet(match e.kind() {
+                    io::ErrorKind::NotFound => {
+                        format!("socket {} does not exist yet", path.display())
+                    }
+                    io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                    _ => format!("cannot connect to {}: {e}", path.display()),
+                })
+            })?;
+            let _ = stream.set_read_timeout(Some(timeout));
+            let _ = stream.set_write_timeout(Some(timeout));
+            Ok(Socket::Unix(stream))
+        }
+        Endpoint::Tcp { host, port } => {
+            let addrs: Vec<_> = (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| {
+                    Verdict::NotYet(format!("DNS: cannot resolve {host}: {}", dns_reason(&e)))
+                })?
+                .collect();
+            if addrs.is_empty() {
+                return Err(Verdict::NotYet(format!("DNS: no address for {host}")));
+            }
+            let mut last = String::new();
+            for addr in addrs {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(stream) => {
+                        let _ = stream.set_read_timeout(Some(timeout));
+                        let _ = stream.set_write_timeout(Some(timeout));
+                        let _ = stream.set_nodelay(true);
+                        return Ok(Socket::Tcp(stream));
+                    }
+                    Err(e) => last = io_reason(&e),
+                }
+            }
+            Err(Verdict::NotYet(last))
+        }
+    }
+}
+
+fn dns_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("Name does not resolve")
+        || text.contains("not known")
+        || text.contains("No address")
+    {
+        "no such host".to_string()
+    } else {
+        text
+    }
+}
+
+/// Short words for the usual connection failures.
+pub fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
+        io::ErrorKind::ConnectionReset => "connection reset by the server".into(),
+        io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),
+        io::ErrorKind::BrokenPipe => "the server closed the connection".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Wraps `socket` in TLS as `tls` asks; `host` is the name to verify.
+pub fn start_tls(
+    socket: Socket,
+    host: &str,
+    tls: &Tls,
+    root_cert: Option<&std::path::Path>,
+) -> Result<Conn, Verdict> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Verdict::Fatal(format!("TLS set-up failed: {e}")))?;
+    let config = match tls {
+        Tls::Off => return Ok(Conn::Plain(socket)),
+        Tls::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth(),
+        Tls::VerifyCa | Tls::VerifyFull => {
+            let roots = load_roots(root_cert)?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Verdict::Fatal(format!("TLS verifier: {e}")))?;
+            let verifier: Arc<dyn ServerCertVerifier> = if matches!(tls, Tls::VerifyCa) {
+                Arc::new(ChainOnly(webpki))
+            } else {
+                webpki
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
+        }
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| Verdict::Fatal(format!("TLS: {host} is not a valid server name")))?;
+    let mut conn = ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| Verdict::Fatal(format!("TLS set-up failed: {e}")))?;
+    let mut socket = socket;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut socket) {
+            let text = e.to_string();
+            return Err(
+                if text.contains("certificate") || text.contains("Certificate") {
+                    Verdict::Fatal(format!(
+                        "TLS: the server's certificate was rejected: {text}"
+                    ))
+                } else {
+                    Verdict::NotYet(format!("TLS handshake failed: {}", io_reason(&e)))
+                },
+            );
+        }
+    }
+    Ok(Conn::Tls(Box::new(StreamOwned::new(conn, socket))))
+}
+
+fn load_roots(path: Option<&std::path::Path>) -> Result<RootCertStore, Verdict> {
+    let path = path.unwrap_or(std::path::Path::new(SYSTEM_ROOTS));
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+        Verdict::Fatal(format!(
+            "cannot read CA certificates from {}: {e}",
+            path.display()
+        ))
+    })?;
+    for cert in certs.flatten() {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(Verdict::Fatal(format!(
+            "no CA certificate found in {}",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+/// `sslmode=require`: encrypt, check the handshake signature, but trust any
+/// certificate (libpq's meaning of require).
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `sslmode=verify-ca`: the chain must lead to a trusted root; the host
+/// name is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; a short read is "not yet".
+pub fn read_exact(conn: &mut impl Read, buf: &mut [u8]) -> Result<(), Verdict> {
+    conn.read_exact(buf)
+        .map_err(|e| Verdict::NotYet(io_reason(&e)))
+}
+
+pub fn write_all(conn: &mut impl Write, buf: &[u8]) -> Result<(), Verdict> {
+    conn.write_all(buf)
+        .and_then(|_| conn.flush())
+        .map_err(|e| Verdict::NotYet(io_reason(&e)))
+}

@@ -1,0 +1,258 @@
+//! The wait: probes each target on its own thread (DNS blocks), retrying
+//! with jittered back-off from 50 ms up to WAIT_INTERVAL until the budget
+//! is spent, while the main thread keeps reading signals — so TERM/INT end
+//! the wait at once, also as PID 1. Owns the retry log lines and the final
+//! one-line error (exit 69).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::url::{Endpoint, Target};
+use super::{probe, Verdict};
+use crate::error::{code, Failure};
+use crate::supervisor::reap::reap_all;
+use crate::supervisor::signals::{is_terminating, SignalInbox};
+
+/// What to wait for, and how to name it in messages.
+pub struct WaitTarget {
+    /// "metadata database", "Celery broker"
+    pub label: &'static str,
+    pub target: Target,
+    /// The masked URL.
+    pub shown_url: String,
+    /// "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (from container environment)"
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub total: Duration,
+    pub max_interval: Duration,
+}
+
+const FIRST_INTERVAL: Duration = Duration::from_millis(50);
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+enum Outcome {
+    Ready,
+    Failed(Failure),
+}
+
+/// Waits until every target is ready. `Err` is exit 69 (unavailable) or
+/// 128+N when a signal ended the wait.
+pub fn wait_for_all(
+    inbox: &SignalInbox,
+    targets: Vec<WaitTarget>,
+    budget: Budget,
+) -> Result<(), Failure> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let deadline = started + budget.total;
+    let (wake_read, wake_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| Failure::internal(format!("pipe: {e}")))?;
+    let wake_write = Arc::new(wake_write);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sender, receiver) = mpsc::channel::<(usize, Outcome)>();
+    let count = targets.len();
+    for (index, target) in targets.into_iter().enumerate() {
+        let sender = sender.clone();
+        let thread_stop = stop.clone();
+        let wake = wake_write.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("probe-{index}"))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let outcome = retry(&target, budget, started, deadline, &thread_stop);
+                let _ = sender.send((index, outcome));
+                let _ = nix::unistd::write(wake.as_fd(), &[1]);
+            });
+        if let Err(e) = spawned {
+            stop.store(true, Ordering::Relaxed);
+            return Err(Failure::internal(format!(
+                "cannot start a probe thread: {e}"
+            )));
+        }
+    }
+    drop(sender);
+    let mut ready = 0;
+    // The threads keep the budget themselves; this backstop covers a probe
+    // stuck in the resolver past it.
+    let backstop = deadline + Duration::from_secs(5);
+    loop {
+        for signal in inbox.wait(Some(backstop), Some(wake_read.as_fd())) {
+            if is_terminating(signal) {
+                stop.store(true, Ordering::Relaxed);
+                return Err(Failure::interrupted(signal));
+            }
+            if signal == libc::SIGCHLD {
+                reap_all(&[]);
+            }
+        }
+        drain(&wake_read);
+        while let Ok((_, outcome)) = receiver.try_recv() {
+            match outcome {
+                Outcome::Ready => ready += 1,
+                Outcome::Failed(failure) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(failure);
+                }
+            }
+        }
+        if ready == count {
+            tracing::info!(elapsed_s = round(started.elapsed()), "everything is ready");
+            return Ok(());
+        }
+        if Instant::now() >= backstop {
+            stop.store(true, Ordering::Relaxed);
+            return Err(Failure::new(
+                code::UNAVAILABLE,
+                format!(
+                    "not ready after {:.1}s: a probe did not return (DNS resolver stuck?)",
+                    started.elapsed().as_secs_f64()
+                ),
+            ));
+        }
+    }
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 64];
+    while matches!(nix::unistd::read(fd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+}
+
+fn round(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
+}
+
+fn endpoint_text(target: &Target) -> String {
+    target
+        .endpoints
+        .iter()
+        .map(|e| match e {
+            Endpoint::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+            Endpoint::Unix { path } => format!("unix socket {}", path.display()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A small xorshift for jitter; no need for a crate.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9)
+            ^ u64::from(std::process::id()) << 32;
+        Jitter(seed | 1)
+    }
+    /// A factor in [0.8, 1.2).
+    fn factor(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        0.8 + (self.0 % 1000) as f64 / 2500.0
+    }
+}
+
+fn retry(
+    target: &WaitTarget,
+    budget: Budget,
+    started: Instant,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> Outcome {
+    let mut interval = FIRST_INTERVAL.min(budget.max_interval);
+    let mut jitter = Jitter::new();
+    let mut attempts = 0u32;
+    let mut last_log: Option<Instant> = None;
+    let where_ = endpoint_text(&target.target);
+    loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let per_attempt = left.clamp(Duration::from_millis(200), Duration::from_secs(3));
+        let reason = match probe(&target.target, per_attempt) {
+            Verdict::Ready => {
+                tracing::info!(
+                    target = target.label,
+                    url = target.shown_url.as_str(),
+                    at = where_.as_str(),
+                    attempts,
+                    elapsed_s = round(started.elapsed()),
+                    "{} is ready",
+                    target.label
+                );
+                return Outcome::Ready;
+            }
+            Verdict::Fatal(reason) => {
+                return Outcome::Failed(Failure::new(
+                    code::UNAVAILABLE,
+                    format!(
+                        "{} refused us: {reason} — {} at {where_} from {}; gave up after {:.1}s",
+                        target.label,
+                        target.shown_url,
+                        target.origin,
+                        started.elapsed().as_secs_f64()
+                    ),
+                ))
+            }
+            Verdict::NotYet(reason) => reason,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Outcome::Failed(Failure::new(
+                code::UNAVAILABLE,
+                format!(
+                    "{} not ready after {:.1}s ({attempts} attempts): {reason} — {} at {where_} from {}; raise CONNECTION_CHECK_MAX_COUNT or AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT if it is just slow",
+                    target.label,
+                    started.elapsed().as_secs_f64(),
+                    target.shown_url,
+                    target.origin
+                ),
+            ));
+        }
+        if last_log.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+            last_log = Some(now);
+            tracing::info!(
+                target = target.label,
+                url = target.shown_url.as_str(),
+                attempt = attempts,
+                elapsed_s = round(started.elapsed()),
+                reason = reason.as_str(),
+                "waiting for the {}",
+                target.label
+            );
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Outcome::Failed(Failure::new(code::UNAVAILABLE, "stopped"));
+        }
+        let pause = interval
+            .mul_f64(jitter.factor())
+            .min(deadline.saturating_duration_since(now));
+        std::thread::sleep(pause);
+        interval = (interval * 2).min(budget.max_interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range() {
+        let mut j = Jitter::new();
+        for _ in 0..1000 {
+            let f = j.factor();
+            assert!((0.8..1.2).contains(&f), "{f}");
+        }
+    }
+}

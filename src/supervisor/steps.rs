@@ -1,0 +1,121 @@
+//! Start-up subprocesses (`_CMD` commands, `airflow config get-value`, and
+//! later migrations and init scripts) run through the supervisor's own
+//! spawn and reap, never std's wait: a second waiter would steal exit
+//! statuses from our reaper. A terminating signal is forwarded to the step
+//! and then ends start-up with 128+N. Every step has a time limit.
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::reap::{reap_all, ChildExit};
+use super::signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
+use super::spawn::{spawn, SpawnRequest};
+use crate::error::Failure;
+
+/// At most this much of a step's stdout is kept (a URL is tiny).
+const MAX_CAPTURE: usize = 1 << 20;
+
+pub struct StepOutcome {
+    pub exit: ChildExit,
+    /// The step's stdout when it was captured, else empty.
+    pub stdout: String,
+}
+
+/// Runs one step to completion. `Err` only for start-up failures (not
+/// found, not executable), a time-out, or a terminating signal.
+pub fn run_step(
+    inbox: &SignalInbox,
+    request: &SpawnRequest<'_>,
+    limit: Duration,
+    what: &str,
+) -> Result<StepOutcome, Failure> {
+    let mut child = spawn(request)?;
+    let pid = child.pid;
+    let mut stdout = child.stdout.take();
+    if let Some(pipe) = &stdout {
+        let _ = fcntl(pipe.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    }
+    let mut captured: Vec<u8> = Vec::new();
+    let deadline = Instant::now() + limit;
+    let mut interrupted: Option<i32> = None;
+    let mut exit: Option<ChildExit> = None;
+    loop {
+        if let Some((_, e)) = reap_all(&[pid]).watched.first() {
+            exit = Some(*e);
+        }
+        if let Some(pipe) = stdout.as_mut() {
+            if drain_pipe(pipe, &mut captured) {
+                stdout = None; // EOF
+            }
+        }
+        if let Some(e) = exit {
+            // A background grandchild may hold the pipe open: once the step
+            // itself has exited we take what is there and go on.
+            if let Some(signal) = interrupted {
+                let _ = e;
+                return Err(Failure::interrupted(signal));
+            }
+            return Ok(StepOutcome {
+                exit: e,
+                stdout: String::from_utf8_lossy(&captured).into_owned(),
+            });
+        }
+        if Instant::now() >= deadline {
+            let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+            let _ = kill(pid, Signal::SIGKILL);
+            wait_for_exit(inbox, pid);
+            return Err(Failure::config(format!(
+                "{what} did not finish within {}s; it was killed",
+                limit.as_secs()
+            )));
+        }
+        let other = stdout.as_ref().map(|p| p.as_fd());
+        for signal in inbox.wait(Some(deadline), other) {
+            if signal == libc::SIGCHLD || !is_forwardable(signal) {
+                continue;
+            }
+            if is_terminating(signal) && interrupted.is_none() {
+                tracing::info!(
+                    signal = signal_name(signal),
+                    step = what,
+                    "forwarding the signal to the start-up step, then stopping"
+                );
+                interrupted = Some(signal);
+            }
+            // SAFETY: kill(2) with plain integers (real-time signals included).
+            unsafe { libc::kill(-pid.as_raw(), signal) };
+        }
+    }
+}
+
+/// Reads what is available; true at EOF.
+fn drain_pipe(pipe: &mut std::process::ChildStdout, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                let room = MAX_CAPTURE.saturating_sub(into.len());
+                into.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false, // WouldBlock: nothing more for now
+        }
+    }
+}
+
+/// After a SIGKILL: reap the step, bounded.
+fn wait_for_exit(inbox: &SignalInbox, pid: Pid) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if !reap_all(&[pid]).watched.is_empty() {
+            return;
+        }
+        let _ = inbox.wait(Some(until), None);
+    }
+}
