@@ -7,7 +7,8 @@
 #
 # Needs root (PID namespaces via unshare) and Debian's apt for the peers.
 # Tunables (env): BENCH_SPAWN_RUNS (300), BENCH_SPAWN_WARMUP (20), BENCH_SPAWN_ROUNDS (3),
-# BENCH_REAP_N (10000), BENCH_REAP_RUNS (5), BENCH_IDLE_SECONDS (5).
+# BENCH_REAP_N (10000), BENCH_REAP_RUNS (5), BENCH_IDLE_SECONDS (5),
+# BENCH_IDLE_INSTANCES (5), BENCH_QUIET_WAIT (60).
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,6 +21,7 @@ spawn_rounds=${BENCH_SPAWN_ROUNDS:-3}
 reap_n=${BENCH_REAP_N:-10000}
 reap_runs=${BENCH_REAP_RUNS:-5}
 idle_seconds=${BENCH_IDLE_SECONDS:-5}
+idle_instances=${BENCH_IDLE_INSTANCES:-5}
 
 # Keep our binary's own log quiet (it logs INFO lines to stderr by default),
 # and keep root like the peers do (no privilege drop) unless a column says
@@ -61,6 +63,9 @@ trap cleanup EXIT
 trap 'log "error: a command failed at line $LINENO (exit $?)"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# median of the numbers on stdin, one a line
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # wait_until TIMEOUT_S COMMAND...: polls COMMAND every 20 ms; fails at timeout.
 wait_until() {
@@ -202,60 +207,81 @@ for i in "${!names[@]}"; do
 done
 
 # --- 2b/2e. idle RSS and wake-ups, as PID 1 supervising sleep ---------------
-# All inits idle at the same time (they do not compete: they are asleep).
-log "b/e. idle RSS and wake-ups as PID 1 (all inits side by side, ${idle_seconds} s)"
-declare -a unshare_pid init_pid sleep_pid
+# All inits idle at the same time (they do not compete: they are asleep), and
+# each several times over: a static-pie binary (ours) is loaded at a random
+# address, which moves the kernel's fault-around windows over its text, so
+# its VmRSS varies by up to ~90 kB from one start to the next (a fixed-address
+# static binary such as tini-static does not). The median of the instances
+# is reported.
+log "b/e. idle RSS and wake-ups as PID 1 (${idle_instances} instances of each init side by side, ${idle_seconds} s)"
+declare -A unshare_pid init_pid sleep_pid # by "i.k": init i, instance k
 children_of() { local p=$1; cat "/proc/$p/task/$p/children" 2>/dev/null || true; }
 first_child() { local c; c=$(children_of "$1"); c=${c%% *}; echo "${c//[^0-9]/}"; }
 has_sleep_child() {
   local c; c=$(first_child "$1")
   [[ -n $c && $(cat "/proc/$c/comm" 2>/dev/null) == sleep ]]
 }
+started() { has_sleep_child "$(first_child "$1")" || ! kill -0 "$1" 2>/dev/null; }
 status_field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 ctxt_total() {
   echo $(( $(status_field "$1" voluntary_ctxt_switches) + $(status_field "$1" nonvoluntary_ctxt_switches) ))
 }
 
-for i in "${!names[@]}"; do
-  build_cmd "$i" pid1 sleep 1000
-  build_env "$i"
-  "${with_env[@]}" unshare --pid --fork --mount-proc --kill-child "${cmd[@]}" </dev/null >/dev/null 2>"$work/idle.$i.err" &
-  unshare_pid[i]=$!
-  bg_pids+=("$!")
+for ((k = 0; k < idle_instances; k++)); do
+  for i in "${!names[@]}"; do
+    build_cmd "$i" pid1 sleep 1000
+    build_env "$i"
+    "${with_env[@]}" unshare --pid --fork --mount-proc --kill-child "${cmd[@]}" \
+      </dev/null >/dev/null 2>"$work/idle.$i.$k.err" &
+    unshare_pid[$i.$k]=$!
+    bg_pids+=("$!")
+  done
 done
-for i in "${!names[@]}"; do
-  u=${unshare_pid[$i]}
-  started() { has_sleep_child "$(first_child "$1")" || ! kill -0 "$1" 2>/dev/null; }
-  wait_until 10 started "$u" || die "${names[$i]}: its sleep child did not appear within 10 s"
-  if ! kill -0 "$u" 2>/dev/null || ! init_pid[i]=$(first_child "$u") || [[ -z ${init_pid[i]} ]]; then
-    rc=0; wait "$u" || rc=$?
-    die "${names[$i]}: exited ($rc) instead of idling; its stderr: $(cat "$work/idle.$i.err")"
-  fi
-  init_pids+=("${init_pid[i]}")
-  sleep_pid[i]=$(first_child "${init_pid[$i]}")
-  leftover_pids+=("${sleep_pid[$i]}")
-  ns_pid=$(awk '$1 == "NSpid:" { print $NF }' "/proc/${init_pid[$i]}/status")
-  [[ $ns_pid == 1 ]] || die "${names[$i]}: host PID ${init_pid[$i]} is not PID 1 of its namespace"
+for ((k = 0; k < idle_instances; k++)); do
+  for i in "${!names[@]}"; do
+    u=${unshare_pid[$i.$k]}
+    wait_until 10 started "$u" || die "${names[$i]}: its sleep child did not appear within 10 s"
+    p=$(first_child "$u")
+    if ! kill -0 "$u" 2>/dev/null || [[ -z $p ]]; then
+      rc=0; wait "$u" || rc=$?
+      die "${names[$i]}: exited ($rc) instead of idling; its stderr: $(cat "$work/idle.$i.$k.err")"
+    fi
+    init_pid[$i.$k]=$p
+    init_pids+=("$p")
+    sleep_pid[$i.$k]=$(first_child "$p")
+    leftover_pids+=("${sleep_pid[$i.$k]}")
+    ns_pid=$(awk '$1 == "NSpid:" { print $NF }' "/proc/$p/status")
+    [[ $ns_pid == 1 ]] || die "${names[$i]}: host PID $p is not PID 1 of its namespace"
+  done
 done
 sleep 0.5 # let each init finish its start-up work before counting
-for i in "${!names[@]}"; do
-  p=${init_pid[$i]}
-  val[rss,$i]=$(status_field "$p" VmRSS)
-  val[rssanon,$i]=$(status_field "$p" RssAnon)
-  val[ctxt0,$i]=$(ctxt_total "$p")
+declare -A ctxt0
+for key in "${!init_pid[@]}"; do
+  p=${init_pid[$key]}
+  status_field "$p" VmRSS >>"$work/rss.${key%.*}"
+  status_field "$p" RssAnon >>"$work/rssanon.${key%.*}"
+  ctxt0[$key]=$(ctxt_total "$p")
 done
 sleep "$idle_seconds"
-for i in "${!names[@]}"; do
-  p=${init_pid[$i]}
-  [[ -d /proc/$p ]] || die "${names[$i]}: the init died while idle"
+for i in "${!names[@]}"; do val[wake_delta,$i]=0; done
+for key in "${!init_pid[@]}"; do
+  p=${init_pid[$key]}; i=${key%.*}
+  [[ -d /proc/$p ]] || die "${names[$i]}: an init died while idle"
   c1=$(ctxt_total "$p")
-  val[wake_delta,$i]=$(( c1 - ${val[ctxt0,$i]} ))
-  val[wake,$i]=$(awk -v d="${val[wake_delta,$i]}" -v s="$idle_seconds" 'BEGIN { printf "%.1f", d / s }')
+  val[wake_delta,$i]=$(( ${val[wake_delta,$i]} + c1 - ${ctxt0[$key]} ))
+done
+for i in "${!names[@]}"; do
+  val[rss,$i]=$(median <"$work/rss.$i")
+  val[rssrange,$i]="$(sort -n "$work/rss.$i" | head -n1)–$(sort -n "$work/rss.$i" | tail -n1)"
+  val[rssanon,$i]=$(median <"$work/rssanon.$i")
+  # per instance: total context switches ÷ instances ÷ seconds
+  val[wake,$i]=$(awk -v d="${val[wake_delta,$i]}" -v n="$idle_instances" -v s="$idle_seconds" \
+    'BEGIN { printf "%.1f", d / n / s }')
 done
 stop_all
-for i in "${!names[@]}"; do
-  wait_until 10 bash -c "! kill -0 ${sleep_pid[$i]} 2>/dev/null" \
-    || die "${names[$i]}: sleep ${sleep_pid[$i]} outlived its namespace"
+for key in "${!sleep_pid[@]}"; do
+  wait_until 10 bash -c "! kill -0 ${sleep_pid[$key]} 2>/dev/null" \
+    || die "${names[${key%.*}]}: sleep ${sleep_pid[$key]} outlived its namespace"
 done
 bg_pids=(); init_pids=(); leftover_pids=()
 
@@ -270,7 +296,6 @@ log "c. spawn overhead: INIT -- /bin/true vs /bin/true (hyperfine, ${spawn_round
 # result is the median over rounds of each round's median (for overhead,
 # the median of the per-round differences). The baseline shown in the table
 # is the first group's.
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 median_ms() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median * 1000' "$1"; }
 declare -A group_of # env string -> space-separated indexes
 group_order=()
@@ -424,7 +449,7 @@ report="$work/RESULTS.md"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "- kernel: $(uname -sr)"
   echo "- CPU: ${cpu:-unknown} ($(nproc) cores online)"
-  echo "- airflow-entrypoint: $ours at commit $commit"
+  echo "- airflow-entrypoint binary: \`$ours\`, sha256 $(sha256sum "$ours" | cut -c1-16)…, modified $(date -u -r "$ours" '+%Y-%m-%d %H:%M UTC'); repository HEAD at run time: $commit"
   joined=$(IFS=';'; echo "${versions[*]}")
   echo "- versions: ${joined//;/; }"
   echo "- environments: every command runs with \`AIRFLOW_ENTRYPOINT_LOG_LEVEL=error AIRFLOW_ENTRYPOINT_RUN_AS_ROOT=true\` (only ours reads them; the peers do no privilege drop either), except that column \`${names[5]}\` has \`${envs[5]}\` (the default root start-up: user lookup, drop, no_new_privs)"
@@ -441,23 +466,27 @@ report="$work/RESULTS.md"
   for i in "${!names[@]}"; do line+=" ${val[link,$i]} |"; done
   for i in "${peers[@]}"; do line+=" |"; done
   echo "$line"
-  row "idle VmRSS as PID 1 (kB)" rss
-  row "idle RssAnon as PID 1 (kB)" rssanon
+  row "idle VmRSS as PID 1 (kB; median of ${idle_instances} instances)" rss
+  line="| … range over the instances (kB) |"
+  for i in "${!names[@]}"; do line+=" ${val[rssrange,$i]} |"; done
+  for i in "${peers[@]}"; do line+=" |"; done
+  echo "$line"
+  row "idle RssAnon as PID 1 (kB; median)" rssanon
   row "spawn: median wall time of \`INIT -- /bin/true\` (ms; median of ${spawn_rounds} rounds × ${spawn_runs} runs)" spawn
   row "spawn overhead over bare \`/bin/true\` (${true_ms} ms), ms" overhead
   row "reap ${reap_n} orphans as PID 1: median total wall time of ${reap_runs} runs (ms)" reap
   row "… of which: spawner exit → last orphan reaped, median (ms)" reapphase
-  row "idle wake-ups per second as PID 1 (context switches over ${idle_seconds} s ÷ ${idle_seconds})" wake
+  row "idle wake-ups per second as PID 1 (context switches in ${idle_seconds} s, per instance, ÷ ${idle_seconds})" wake
   echo
   echo "## Targets"
   echo
   t=tini-static
   if le "${val[rss,0]}" "${val[rss,1]}"; then v=PASS; else v=FAIL; fi
-  echo "- $v — idle RSS ≤ tini-static's: ${val[rss,0]} kB vs ${val[rss,1]} kB ($(pct "${val[rss,0]}" "${val[rss,1]}"))"
+  echo "- $v — idle RSS ≤ tini-static's: ${val[rss,0]} kB vs ${val[rss,1]} kB ($(pct "${val[rss,0]}" "${val[rss,1]}")), medians; ranges ${val[rssrange,0]} vs ${val[rssrange,1]} kB"
   if le "${val[overhead,0]}" "${val[overhead,3]}"; then v=PASS; else v=FAIL; fi
   echo "- $v — spawn overhead ≤ catatonit's: ${val[overhead,0]} ms vs ${val[overhead,3]} ms ($(pct "${val[overhead,0]}" "${val[overhead,3]}")); total ${val[spawn,0]} ms vs ${val[spawn,3]} ms$(noise_note "${val[spawn,0]}" "${val[spawn,3]}" 3)"
   if [[ ${val[wake_delta,0]} == 0 ]]; then v=PASS; else v=FAIL; fi
-  echo "- $v — 0 idle wake-ups: ${val[wake_delta,0]} context switches in ${idle_seconds} s (tini-static: ${val[wake_delta,1]})"
+  echo "- $v — 0 idle wake-ups: ${val[wake_delta,0]} context switches in ${idle_seconds} s over ${idle_instances} instances (tini-static: ${val[wake_delta,1]})"
   # Judged on the reap phase, the init's own work: the total is mostly the
   # 10 000 forks, which are the same for every init but noisy.
   if le "${val[reapphase,0]}" "${val[reapphase,1]}"; then v=PASS; else v=FAIL; fi

@@ -44,6 +44,8 @@ const USES_DATABASE: &[&str] = &[
     "sync-perm",
     "assets",
     "backfill",
+    "internal-api",
+    "fab-db",
 ];
 
 /// The Airflow subcommand COMMAND runs: `scheduler` given bare, or
@@ -71,6 +73,56 @@ pub fn is_airflow_command(name: &str) -> bool {
                 | "plugins"
                 | "rotate-fernet-key"
         )
+}
+
+/// COMMAND after the Airflow rules: bare Airflow names run as `airflow
+/// NAME`, with the version-aware renames; everything else as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub argv: Vec<OsString>,
+    /// One line for the log when a rename applied.
+    pub note: Option<String>,
+    /// A Celery worker: its default signal scope is `child` (warm shutdown).
+    pub celery_worker: bool,
+}
+
+/// `major`: the installed Airflow's major version (3 when unknown).
+pub fn plan(command: &[OsString], major: u32) -> Planned {
+    let mut note = None;
+    let argv: Vec<OsString> = match command.split_first() {
+        Some((first, rest)) if first.to_str().is_some_and(is_airflow_command) => {
+            let name = first.to_str().unwrap_or_default();
+            let renamed: &[&str] = match (name, major) {
+                ("webserver", 3..) => &["api-server"],
+                ("api-server", 0..=2) => &["webserver"],
+                ("worker", _) => &["celery", "worker"],
+                ("flower", _) => &["celery", "flower"],
+                _ => &[],
+            };
+            let mut argv = vec![OsString::from("airflow")];
+            if renamed.is_empty() {
+                argv.push(first.clone());
+            } else {
+                note = Some(format!(
+                    "`{name}` runs `airflow {}` on Airflow {major}",
+                    renamed.join(" ")
+                ));
+                argv.extend(renamed.iter().map(OsString::from));
+            }
+            argv.extend(rest.iter().cloned());
+            argv
+        }
+        _ => command.to_vec(),
+    };
+    let celery_worker = matches!(
+        airflow_subcommand(&argv),
+        Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker")
+    );
+    Planned {
+        argv,
+        note,
+        celery_worker,
+    }
 }
 
 /// True when COMMAND needs the metadata database (so it waits for it).
@@ -214,6 +266,34 @@ mod tests {
 
     fn argv(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn bare_airflow_names_are_mapped_by_version() {
+        let p = plan(&argv(&["webserver", "--port", "8080"]), 3);
+        assert_eq!(p.argv, argv(&["airflow", "api-server", "--port", "8080"]));
+        assert!(p.note.is_some());
+        assert_eq!(
+            plan(&argv(&["api-server"]), 2).argv,
+            argv(&["airflow", "webserver"])
+        );
+        assert_eq!(
+            plan(&argv(&["webserver"]), 2).argv,
+            argv(&["airflow", "webserver"])
+        );
+        let w = plan(&argv(&["worker"]), 3);
+        assert_eq!(w.argv, argv(&["airflow", "celery", "worker"]));
+        assert!(w.celery_worker);
+        assert!(plan(&argv(&["airflow", "celery", "worker"]), 3).celery_worker);
+        assert_eq!(
+            plan(&argv(&["airflow", "webserver"]), 3).argv,
+            argv(&["airflow", "webserver"])
+        );
+        assert_eq!(
+            plan(&argv(&["bash", "-c", "x"]), 3).argv,
+            argv(&["bash", "-c", "x"])
+        );
+        assert!(!plan(&argv(&["scheduler"]), 3).celery_worker);
     }
 
     #[test]

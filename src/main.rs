@@ -5,6 +5,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod airflow_cfg;
+mod airflow_version;
 mod cfg_file;
 mod cli;
 mod command;
@@ -17,6 +18,7 @@ mod readiness;
 mod redact;
 mod settings;
 mod shell_words;
+mod startup_steps;
 mod supervisor;
 mod user;
 
@@ -96,8 +98,36 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(settings.umask));
     supervisor::check_startup_signals(inbox)?;
 
+    // The Airflow version decides renames, `db upgrade` vs `migrate` and the
+    // legacy key; found from files, without starting Python.
+    let airflow_script = layers
+        .get("PATH")
+        .map(std::ffi::OsStr::new)
+        .and_then(|path| command::find_program(std::ffi::OsStr::new("airflow"), Some(path)).ok());
+    let version = airflow_version::detect(
+        layers.get("AIRFLOW_VERSION"),
+        airflow_script.as_deref(),
+        layers.get("HOME"),
+    );
+    if let Some(found) = &version {
+        tracing::debug!(
+            version = found.version.to_string(),
+            source = found.source.as_str(),
+            "Airflow version"
+        );
+    }
+    let version = version.map(|f| f.version);
+    layers.copy_legacy_keys(version.is_some_and(|v| v < airflow_version::Version(2, 3, 0)));
+    let planned = command::plan(&invocation.command, version.map_or(3, |v| v.0));
+    if let Some(note) = &planned.note {
+        if version.is_none() {
+            tracing::warn!("Airflow's version is unknown (no apache_airflow dist-info found; set AIRFLOW_VERSION); using Airflow 3 rules");
+        }
+        tracing::info!("{note}");
+    }
+
     enter_phase(Phase::Resolve);
-    let plan = wait_plan(&settings, &layers, &invocation)?;
+    let plan = wait_plan(&settings, &layers, invocation.action, &planned.argv)?;
     let mut targets = Vec::new();
     for (which, label) in plan {
         let (_, resolved) = resolve_url(inbox, &layers, which)?;
@@ -130,13 +160,33 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
         return Ok(0);
     }
 
+    enter_phase(Phase::Startup);
+    startup_steps::Steps {
+        inbox,
+        layers: &mut layers,
+        version,
+        init_dir: &settings.init_dir,
+        init_dir_explicit: settings.init_dir_explicit,
+        limit: settings.step_timeout,
+    }
+    .run_all()?;
+    supervisor::check_startup_signals(inbox)?;
+
     enter_phase(Phase::Command);
     let child_env = layers.child_env();
     let path_var = layers.get("PATH").map(std::ffi::OsStr::new);
     // Looked up after the drop: as the service user would find it.
-    let resolved = command::resolve(&invocation.command, path_var)?;
+    let resolved = command::resolve(&planned.argv, path_var)?;
     let policy = Policy {
-        scope: signal_scope(&settings, &layers, SignalScope::Group),
+        scope: signal_scope(
+            &settings,
+            &layers,
+            if planned.celery_worker {
+                SignalScope::Child
+            } else {
+                SignalScope::Group
+            },
+        ),
         grace_period: settings.grace_period,
         kill_timeout: settings.kill_timeout,
         term_delay: settings.term_delay,
@@ -175,11 +225,11 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
 fn wait_plan(
     settings: &Settings,
     layers: &Layered,
-    invocation: &cli::Invocation,
+    action: cli::Action,
+    command: &[std::ffi::OsString],
 ) -> Result<Vec<(airflow_cfg::Url, &'static str)>, Failure> {
-    let command = &invocation.command;
     let executor = layers.get("AIRFLOW__CORE__EXECUTOR");
-    let wait_only_default = invocation.action == cli::Action::WaitOnly && command.is_empty();
+    let wait_only_default = action == cli::Action::WaitOnly && command.is_empty();
     let (database, broker) = match settings.wait {
         WaitMode::Never => (false, false),
         WaitMode::Always => (true, command::uses_celery_broker(command, executor)),

@@ -89,11 +89,17 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("WAIT", "`auto`\\|`always`\\|`never`", "`auto`", "Which commands wait for the metadata database (and the Celery broker): `auto` the Airflow components and DB commands; `always` every command, and none; `never` no waiting."),
     own("WAIT_TIMEOUT", "seconds", "`CONNECTION_CHECK_MAX_COUNT` × `CONNECTION_CHECK_SLEEP_TIME`", "The whole waiting budget; when it is spent, exit 69 with the last reason."),
     own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts; they start 50 ms apart and back off with jitter up to this."),
+    own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
+    own("STEP_TIMEOUT", "seconds", "`3600`", "Time limit of each start-up step (pip, migration, admin user, init script); past it the step is killed and start-up fails."),
     compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),
     compat("CONNECTION_CHECK_SLEEP_TIME", "seconds", "`3`", "Official-image compatibility: only shapes the budget now; attempts are 50–250 ms apart, not this far."),
     compat("ASTRONOMER_USER", "name", "`astro`", "The service user that root drops to (read from the merged environment layers)."),
     compat("ASTRONOMER_UID", "number", "`5000`", "The UID that `ASTRONOMER_USER` must have (read from the merged layers)."),
     compat("AIRFLOW_HOME", "path", "`~/airflow` of the service user", "Airflow's home; exported to the child. The image defaults set `/usr/local/airflow`."),
+    compat("AIRFLOW_VERSION", "version", "detected", "The installed Airflow's version, when it should not be detected from the `apache_airflow-*.dist-info` of the `airflow` on `PATH`."),
+    compat("_AIRFLOW_DB_MIGRATE", "bool", "`false`", "Run `airflow db migrate` (`db upgrade` before 2.7) after the wait, before the command. `_AIRFLOW_DB_UPGRADE` is the deprecated name."),
+    compat("_AIRFLOW_WWW_USER_CREATE", "bool", "`false`", "Create the admin user from `_AIRFLOW_WWW_USER_USERNAME` (`admin`), `_PASSWORD` or `_PASSWORD_CMD`, `_EMAIL`, `_FIRSTNAME`, `_LASTNAME`, `_ROLE` (`Admin`): `airflow users create` with FAB, the users setting and passwords file with Airflow 3's simple auth manager."),
+    compat("_PIP_ADDITIONAL_REQUIREMENTS", "packages", "unset", "Development only: pip-install these into Airflow's environment (its venv, or the user site) at every start."),
     compat("DUMB_INIT_SETSID", "`0`\\|`1`", "unset", "dumb-init compatibility: `0` means signal scope `child` unless `AIRFLOW_ENTRYPOINT_SIGNAL_SCOPE` is set; `1` or empty change nothing."),
 ];
 
@@ -133,6 +139,9 @@ pub struct Settings {
     pub wait: WaitMode,
     pub wait_timeout: Option<Duration>,
     pub wait_interval: Duration,
+    pub init_dir: std::path::PathBuf,
+    pub init_dir_explicit: bool,
+    pub step_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +173,8 @@ struct Raw {
     wait: Option<String>,
     wait_timeout: Option<String>,
     wait_interval: Option<String>,
+    init_dir: Option<String>,
+    step_timeout: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -313,6 +324,18 @@ impl Settings {
                 None => Duration::from_millis(250),
                 Some(v) => seconds(s, "WAIT_INTERVAL", v)?.max(Duration::from_millis(10)),
             },
+            init_dir_explicit: raw.init_dir.is_some(),
+            init_dir: raw
+                .init_dir
+                .clone()
+                .unwrap_or_else(|| "/etc/airflow-entrypoint/init.d".into())
+                .into(),
+            step_timeout: raw
+                .step_timeout
+                .as_deref()
+                .map(|v| seconds(s, "STEP_TIMEOUT", v))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(3600)),
         })
     }
 
