@@ -15,6 +15,7 @@ pub enum Action {
     ListSettings,
     PrintEnv,
     WaitOnly,
+    Healthcheck,
 }
 
 pub struct Invocation {
@@ -46,6 +47,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, Failure> {
             }
             "-V" | "--version" => {
                 action = Action::Version;
+                continue;
+            }
+            "--healthcheck" => {
+                action = Action::Healthcheck;
                 continue;
             }
             "--wait-only" => {
@@ -135,6 +140,7 @@ pub fn help_text() -> String {
     }
     out.push_str(
         "  --wait-only [COMMAND]\n                   wait for what COMMAND would wait for (the metadata database when\n                   no COMMAND is given; `--wait-only worker` also the broker), then\n                   exit 0 without starting anything (init containers, health checks)\n  \
+         --healthcheck [COMMAND]\n                   ask the running component's health endpoint (api-server, webserver,\n                   scheduler with its health check on); exit 0 healthy, 1 not, within 5 s.\n                   COMMAND defaults to PID 1's own (for a Docker HEALTHCHECK)\n  \
          --print-env      print every AIRFLOW*/ASTRONOMER* variable with the layer it came from\n                   (secrets masked), then exit; drops nothing, runs nothing\n  \
          -h, --help       print this help\n  -V, --version    print the version\n  \
          --list-settings  print every setting (and compatibility variable) as a markdown table\n\n\

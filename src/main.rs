@@ -12,6 +12,7 @@ mod command;
 mod env_file;
 mod env_layers;
 mod error;
+mod healthcheck;
 mod logging;
 mod print_env;
 mod readiness;
@@ -60,7 +61,10 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
         cli::Action::Help => return Ok(print_stdout(&cli::help_text())),
         cli::Action::Version => return Ok(print_stdout(&cli::version_text())),
         cli::Action::ListSettings => return Ok(print_stdout(&cli::settings_table())),
-        cli::Action::Run | cli::Action::PrintEnv | cli::Action::WaitOnly => {}
+        cli::Action::Run
+        | cli::Action::PrintEnv
+        | cli::Action::WaitOnly
+        | cli::Action::Healthcheck => {}
     }
     let process_env = utf8_environment();
     let settings = Settings::load(&process_env, &invocation.flags)?;
@@ -86,6 +90,9 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
     layers.copy_legacy_keys(false);
     if invocation.action == cli::Action::PrintEnv {
         return Ok(print_stdout(&print_env::table(&layers)));
+    }
+    if invocation.action == cli::Action::Healthcheck {
+        return Ok(healthcheck(&layers, &invocation.command));
     }
     if settings.log_env {
         for line in print_env::table(&layers).lines() {
@@ -216,6 +223,29 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
         "started the command"
     );
     Ok(supervisor::supervise(inbox, &child, &policy, is_pid1))
+}
+
+/// `--healthcheck`: one line on stdout, exit 0 healthy or 1 not.
+fn healthcheck(layers: &Layered, given: &[std::ffi::OsString]) -> i32 {
+    let command = healthcheck::component_command(given);
+    let path = layers.get("PATH").map(std::ffi::OsStr::new);
+    let script = command::find_program(std::ffi::OsStr::new("airflow"), path).ok();
+    let major = airflow_version::detect(
+        layers.get("AIRFLOW_VERSION"),
+        script.as_deref(),
+        layers.get("HOME"),
+    )
+    .map_or(3, |f| f.version.0);
+    match healthcheck::run(&healthcheck::plan(&command, layers, major)) {
+        Ok(detail) => {
+            print_stdout(&format!("healthy: {detail}\n"));
+            0
+        }
+        Err(reason) => {
+            print_stdout(&format!("unhealthy: {reason}\n"));
+            1
+        }
+    }
 }
 
 /// Which URLs to wait for: WAIT=auto follows the command (the metadata DB

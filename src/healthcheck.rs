@@ -1,0 +1,185 @@
+//! `--healthcheck`: asks the running component's own health endpoint, for a
+//! Docker HEALTHCHECK or a Kubernetes exec probe, within 5 s and without
+//! starting Python. Exit 0 healthy, 1 not. It only reads and connects.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::command::airflow_subcommand;
+use crate::env_layers::Layered;
+
+const BUDGET: Duration = Duration::from_secs(5);
+
+/// What to ask, for the component COMMAND runs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    Http {
+        port: u16,
+        path: &'static str,
+    },
+    /// No health endpoint: the container running is all we can say.
+    Running(String),
+}
+
+/// The component's COMMAND: the one given, else PID 1's own arguments
+/// (`airflow-entrypoint [OPTIONS] [--] COMMAND ...`) from /proc/1/cmdline.
+pub fn component_command(given: &[OsString]) -> Vec<OsString> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    let Ok(raw) = std::fs::read("/proc/1/cmdline") else {
+        return Vec::new();
+    };
+    let args: Vec<OsString> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .skip(1)
+        .map(|a| OsString::from(String::from_utf8_lossy(a).into_owned()))
+        .collect();
+    crate::cli::parse(args)
+        .map(|inv| inv.command)
+        .unwrap_or_default()
+}
+
+pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
+    let port = |key: &str, default: u16| {
+        layers
+            .get(key)
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .unwrap_or(default)
+    };
+    let planned = crate::command::plan(command, major);
+    match airflow_subcommand(&planned.argv) {
+        Some(("api-server", _)) => Check::Http {
+            port: port("AIRFLOW__API__PORT", 8080),
+            path: "/api/v2/monitor/health",
+        },
+        Some(("webserver", _)) => Check::Http {
+            port: port("AIRFLOW__WEBSERVER__WEB_SERVER_PORT", 8080),
+            path: "/health",
+        },
+        Some(("scheduler", _))
+            if layers
+                .get("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK")
+                .and_then(crate::settings::parse_bool)
+                == Some(true) =>
+        {
+            Check::Http {
+                port: port(
+                    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+                    8974,
+                ),
+                path: "/health",
+            }
+        }
+        Some((sub, _)) => Check::Running(format!("airflow {sub} has no health endpoint to ask")),
+        None => Check::Running("not an Airflow component".into()),
+    }
+}
+
+/// Runs the check: Ok(detail) healthy, Err(reason) not.
+pub fn run(check: &Check) -> Result<String, String> {
+    match check {
+        Check::Running(why) => Ok(format!("{why}; the container is running")),
+        Check::Http { port, path } => http_get(*port, path),
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let started = Instant::now();
+    let addrs: Vec<_> = ("127.0.0.1", port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .collect();
+    let addr = addrs.first().ok_or("no address")?;
+    let mut stream = TcpStream::connect_timeout(addr, BUDGET).map_err(|e| {
+        format!(
+            "127.0.0.1:{port}: {}",
+            crate::readiness::transport::io_reason(&e)
+        )
+    })?;
+    let left = BUDGET
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
+    let _ = stream.set_read_timeout(Some(left));
+    let _ = stream.set_write_timeout(Some(left));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: airflow-entrypoint\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    let _ = stream.take(64 * 1024).read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or("").to_string();
+    let code = status.split_whitespace().nth(1).unwrap_or("");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    if code == "200" && !body.contains("\"unhealthy\"") {
+        Ok(format!("GET {path} on port {port}: {status}"))
+    } else if code.is_empty() {
+        Err(format!("GET {path} on port {port}: no HTTP answer"))
+    } else {
+        let snippet: String = body
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(160)
+            .collect();
+        Err(format!("GET {path} on port {port}: {status} {snippet}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env_layers::Source;
+
+    fn argv(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn endpoints_follow_the_component() {
+        let mut layers = Layered::default();
+        assert_eq!(
+            plan(&argv(&["webserver"]), &layers, 3),
+            Check::Http {
+                port: 8080,
+                path: "/api/v2/monitor/health"
+            }
+        );
+        assert_eq!(
+            plan(&argv(&["webserver"]), &layers, 2),
+            Check::Http {
+                port: 8080,
+                path: "/health"
+            }
+        );
+        assert!(matches!(
+            plan(&argv(&["scheduler"]), &layers, 3),
+            Check::Running(_)
+        ));
+        layers.set(
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
+            "True".into(),
+            Source::Container,
+        );
+        assert_eq!(
+            plan(&argv(&["scheduler"]), &layers, 3),
+            Check::Http {
+                port: 8974,
+                path: "/health"
+            }
+        );
+        layers.set("AIRFLOW__API__PORT", "9090".into(), Source::Container);
+        assert_eq!(
+            plan(&argv(&["airflow", "api-server"]), &layers, 3),
+            Check::Http {
+                port: 9090,
+                path: "/api/v2/monitor/health"
+            }
+        );
+    }
+}
