@@ -47,20 +47,40 @@ fn main() {
         Err(failure) => exit_with(failure),
     };
     install_panic_hook();
-    let code = match run(&inbox) {
-        Ok(code) => code,
+    // Start-up's data (layers, settings text, URLs) is dropped before the
+    // long supervision begins: PID 1 keeps only what it needs.
+    let code = match start(&inbox) {
+        Ok(Started::Done(code)) => code,
+        Ok(Started::Supervise {
+            child,
+            policy,
+            is_pid1,
+        }) => supervisor::supervise(&inbox, &child, &policy, is_pid1),
         Err(failure) => exit_with(failure),
     };
     std::process::exit(code);
 }
 
-fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
+/// What start-up ends with: an exit code (help, --wait-only, ...) or a
+/// child to supervise.
+enum Started {
+    Done(i32),
+    Supervise {
+        child: supervisor::spawn::Spawned,
+        policy: Policy,
+        is_pid1: bool,
+    },
+}
+
+fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     enter_phase(Phase::Settings);
     let invocation = cli::parse(std::env::args_os().skip(1).collect())?;
     match invocation.action {
-        cli::Action::Help => return Ok(print_stdout(&cli::help_text())),
-        cli::Action::Version => return Ok(print_stdout(&cli::version_text())),
-        cli::Action::ListSettings => return Ok(print_stdout(&cli::settings_table())),
+        cli::Action::Help => return Ok(Started::Done(print_stdout(&cli::help_text()))),
+        cli::Action::Version => return Ok(Started::Done(print_stdout(&cli::version_text()))),
+        cli::Action::ListSettings => {
+            return Ok(Started::Done(print_stdout(&cli::settings_table())))
+        }
         cli::Action::Run
         | cli::Action::PrintEnv
         | cli::Action::WaitOnly
@@ -89,10 +109,10 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
     )?;
     layers.copy_legacy_keys(false);
     if invocation.action == cli::Action::PrintEnv {
-        return Ok(print_stdout(&print_env::table(&layers)));
+        return Ok(Started::Done(print_stdout(&print_env::table(&layers))));
     }
     if invocation.action == cli::Action::Healthcheck {
-        return Ok(healthcheck(&layers, &invocation.command));
+        return Ok(Started::Done(healthcheck(&layers, &invocation.command)));
     }
     if settings.log_env {
         for line in print_env::table(&layers).lines() {
@@ -164,7 +184,7 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
         readiness::wait::wait_for_all(inbox, targets, budget)?;
     }
     if invocation.action == cli::Action::WaitOnly {
-        return Ok(0);
+        return Ok(Started::Done(0));
     }
 
     enter_phase(Phase::Startup);
@@ -222,7 +242,11 @@ fn run(inbox: &SignalInbox) -> Result<i32, Failure> {
         pid1 = is_pid1,
         "started the command"
     );
-    Ok(supervisor::supervise(inbox, &child, &policy, is_pid1))
+    Ok(Started::Supervise {
+        child,
+        policy,
+        is_pid1,
+    })
 }
 
 /// `--healthcheck`: one line on stdout, exit 0 healthy or 1 not.

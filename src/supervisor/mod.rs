@@ -8,6 +8,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod spawn;
 pub mod steps;
+pub mod trim;
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,7 @@ pub fn startup_signal_verdict(signals: Vec<i32>) -> Result<(), Failure> {
 /// exit code for the entrypoint (the child's status after EXIT_CODE_MAP).
 pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1: bool) -> i32 {
     enter_phase(Phase::Supervise);
+    trim::release_startup_pages();
     let mut held_term: Option<Instant> = None;
     let mut grace_deadline: Option<Instant> = None;
     let exit = loop {
