@@ -1,45 +1,57 @@
 //! Start-up runs most of the binary once; supervising needs a few pages.
-//! After the child is spawned, the executable's read-only file-backed
-//! mappings are dropped from our resident set (MADV_DONTNEED on a private,
-//! never-written file mapping only unmaps: a page touched again is faulted
-//! back in from the page cache, one page at a time). Data and heap are never
-//! touched here.
+//! After the child is spawned, the executable's clean read-only mappings are
+//! dropped from our resident set: MADV_DONTNEED on a private file mapping
+//! that was never written only unmaps, and a page touched again is faulted
+//! back in from the page cache. A mapping with any private (written) page —
+//! RELRO after relocation — is never touched: that would undo relocations.
 
-/// Releases the resident text and read-only data pages of our executable.
+/// Releases the resident clean text and read-only pages of our executable.
 pub fn release_startup_pages() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
     let exe = exe.to_string_lossy().into_owned();
-    for line in maps.lines() {
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        // Only mappings of our own file that are not writable.
-        if perms.contains('w') || !line.ends_with(exe.as_str()) {
+        let first = fields.next().unwrap_or("");
+        if let Some((start, end)) = first
+            .split_once('-')
+            .filter(|_| line.ends_with(exe.as_str()))
+        {
+            let perms = fields.next().unwrap_or("");
+            current = match (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) {
+                (Ok(s), Ok(e)) if !perms.contains('w') => Some((s, e)),
+                _ => None,
+            };
             continue;
         }
-        let Some((start, end)) = range.split_once('-') else {
+        if first.contains('-') && !first.ends_with(':') {
+            current = None; // another mapping's header
             continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        // SAFETY: the range is a whole mapping of our executable that is not
-        // writable, so it holds no state: dropping its pages loses nothing.
-        // MADV_RANDOM first turns off fault-around, which would otherwise map
-        // 64 KiB around every page the supervise loop touches again.
-        unsafe {
-            let addr = start as *mut libc::c_void;
-            libc::madvise(addr, end - start, libc::MADV_RANDOM);
-            libc::madvise(addr, end - start, libc::MADV_DONTNEED);
         }
+        // Each mapping's "Anonymous:" line says whether any page was written.
+        if first == "Anonymous:" {
+            if let Some((start, end)) = current.take() {
+                if fields.next() == Some("0") {
+                    drop_pages(start, end);
+                }
+            }
+        }
+    }
+}
+
+fn drop_pages(start: usize, end: usize) {
+    // SAFETY: [start, end) is a whole, non-writable mapping of our own
+    // executable with no private (written) pages, so it holds no state that
+    // the page cache does not: dropping its pages loses nothing.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
     }
 }
