@@ -482,7 +482,12 @@ report="$work/RESULTS.md"
   echo
   t=tini-static
   if le "${val[rss,0]}" "${val[rss,1]}"; then v=PASS; else v=FAIL; fi
-  echo "- $v — idle RSS ≤ tini-static's: ${val[rss,0]} kB vs ${val[rss,1]} kB ($(pct "${val[rss,0]}" "${val[rss,1]}")), medians; ranges ${val[rssrange,0]} vs ${val[rssrange,1]} kB"
+  rss_note=""
+  lo=${val[rssrange,0]%–*}; hi=${val[rssrange,0]#*–}
+  if ((lo <= ${val[rss,1]%.*} && ${val[rss,1]%.*} <= hi)); then
+    rss_note="; tini-static's median lies inside our range (address-space randomisation, see bench/README.md), so this verdict can flip between runs"
+  fi
+  echo "- $v — idle RSS ≤ tini-static's: ${val[rss,0]} kB vs ${val[rss,1]} kB ($(pct "${val[rss,0]}" "${val[rss,1]}")), medians; ranges ${val[rssrange,0]} vs ${val[rssrange,1]} kB${rss_note}"
   if le "${val[overhead,0]}" "${val[overhead,3]}"; then v=PASS; else v=FAIL; fi
   echo "- $v — spawn overhead ≤ catatonit's: ${val[overhead,0]} ms vs ${val[overhead,3]} ms ($(pct "${val[overhead,0]}" "${val[overhead,3]}")); total ${val[spawn,0]} ms vs ${val[spawn,3]} ms$(noise_note "${val[spawn,0]}" "${val[spawn,3]}" 3)"
   if [[ ${val[wake_delta,0]} == 0 ]]; then v=PASS; else v=FAIL; fi

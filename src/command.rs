@@ -84,6 +84,11 @@ pub struct Planned {
     pub note: Option<String>,
     /// A Celery worker: its default signal scope is `child` (warm shutdown).
     pub celery_worker: bool,
+    /// Signals go to the main process only by default: Celery workers (warm
+    /// shutdown) and the scheduler (a group TERM kills its LocalExecutor
+    /// workers under it, and Airflow 3.3's scheduler then waits for them
+    /// forever; told TERM alone, it stops them itself).
+    pub child_scope: bool,
 }
 
 /// `major`: the installed Airflow's major version (3 when unknown).
@@ -118,10 +123,12 @@ pub fn plan(command: &[OsString], major: u32) -> Planned {
         airflow_subcommand(&argv),
         Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker")
     );
+    let child_scope = celery_worker || matches!(airflow_subcommand(&argv), Some(("scheduler", _)));
     Planned {
         argv,
         note,
         celery_worker,
+        child_scope,
     }
 }
 
@@ -294,6 +301,8 @@ mod tests {
             argv(&["bash", "-c", "x"])
         );
         assert!(!plan(&argv(&["scheduler"]), 3).celery_worker);
+        assert!(plan(&argv(&["scheduler"]), 3).child_scope);
+        assert!(!plan(&argv(&["api-server"]), 3).child_scope);
     }
 
     #[test]

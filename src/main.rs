@@ -208,7 +208,7 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
         scope: signal_scope(
             &settings,
             &layers,
-            if planned.celery_worker {
+            if planned.child_scope {
                 SignalScope::Child
             } else {
                 SignalScope::Group

@@ -299,6 +299,13 @@ impl Running {
     }
     fn kill(&mut self) {
         let pgid = self.child.id() as i32;
+        // The namespace's init first: unshare's --kill-child does not reach
+        // an entrypoint that dropped privileges (a credential change clears
+        // the parent-death signal), and the namespace dies with its init.
+        for init in children_of(pgid) {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(init, libc::SIGKILL) };
+        }
         // SAFETY: kill(2) with plain integers. The whole process group of
         // unshare/entrypoint; with --kill-child the namespace dies with it.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
@@ -391,4 +398,51 @@ pub fn alive(pid: i32) -> bool {
 
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// A minimal HTTP/1.0 request to 127.0.0.1:`port`: (status, body), or None
+/// when nothing answers.
+pub fn http(method: &str, port: u16, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The venv with a real Airflow of `version`, made by scripts/airflow-venv
+/// (scripts/test runs it first). None — and a printed reason — when it is
+/// missing outside CI; under CI=true a missing venv fails the test.
+pub fn airflow_venv(version: &str, test: &str) -> Option<PathBuf> {
+    let base = std::env::var("AIRFLOW_VENV_DIR")
+        .unwrap_or_else(|_| "/opt/airflow-entrypoint/venvs".into());
+    let venv = PathBuf::from(base).join(format!("airflow-{version}"));
+    if venv.join("bin/airflow").exists() {
+        return Some(venv);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{test}: no Airflow {version} venv at {} (scripts/airflow-venv {version})",
+            venv.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: no Airflow {version} venv at {}; run scripts/airflow-venv {version}",
+        venv.display()
+    );
+    None
 }

@@ -1,0 +1,148 @@
+# syntax=docker/dockerfile:1
+#
+# An Apache Airflow image whose PID 1 is airflow-entrypoint: no bash
+# entrypoint script, no tini/dumb-init, no gosu, no wait loop.
+#
+#   docker build -t airflow-entrypoint-airflow .
+#
+# Build arguments (all optional):
+#   BINARY_SOURCE     source   compile the entrypoint in the Rust stage
+#                     prebuilt copy ENTRYPOINT_BINARY from the build context
+#                              instead (no Rust image, no crates.io)
+#   ENTRYPOINT_BINARY the static binary for BINARY_SOURCE=prebuilt, a path in
+#                     the build context (default: the musl release build)
+#   RUST_IMAGE        the image of the Rust stage
+#   BASE_IMAGE        the Debian-based Python image Airflow runs on
+#   INSTALL_AIRFLOW   true: install Apache Airflow; false: the lean variant,
+#                     identical but without Python packages (container tests)
+#   AIRFLOW_VERSION, AIRFLOW_EXTRAS, PIP_VERSION
+#                     what is installed, with config/constraints-AIRFLOW_VERSION-
+#                     pyX.Y.txt as pip constraints (X.Y: BASE_IMAGE's Python)
+#   ASTRONOMER_USER, ASTRONOMER_UID
+#                     the service user the entrypoint drops root to (GID 0)
+#
+# With no registry at hand, any local image works as BASE_IMAGE and a
+# prebuilt binary replaces the Rust stage, e.g.
+#   cargo build --release --target x86_64-unknown-linux-musl
+#   buildah bud --format docker --build-arg BINARY_SOURCE=prebuilt \
+#     --build-arg BASE_IMAGE=localhost/my-python:3.11 -t airflow .
+
+ARG RUST_IMAGE=docker.io/library/rust:1-slim-bookworm
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+ARG BINARY_SOURCE=source
+ARG INSTALL_AIRFLOW=true
+
+# ---------------------------------------------------------------------------
+# The entrypoint, compiled: a static musl binary (no libc needed at run time).
+FROM ${RUST_IMAGE} AS entrypoint-source
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# The target follows the build machine's architecture (x86_64 or aarch64).
+RUN target="$(uname -m)-unknown-linux-musl" \
+ && rustup target add "$target" \
+ && cargo build --release --locked --target "$target" \
+ && install -m 0755 "target/$target/release/airflow-entrypoint" /airflow-entrypoint \
+ && /airflow-entrypoint --version
+
+# The entrypoint, prebuilt: copied from the build context.
+FROM scratch AS entrypoint-prebuilt
+ARG ENTRYPOINT_BINARY=target/x86_64-unknown-linux-musl/release/airflow-entrypoint
+COPY ${ENTRYPOINT_BINARY} /airflow-entrypoint
+
+# The one chosen by BINARY_SOURCE; the other stage is never built.
+FROM entrypoint-${BINARY_SOURCE:-source} AS entrypoint
+
+# ---------------------------------------------------------------------------
+# Apache Airflow in a virtualenv. The compilers and headers (mysqlclient has
+# no Linux wheel) stay in this stage; only the venv moves on.
+FROM ${BASE_IMAGE} AS airflow-build
+ARG AIRFLOW_VERSION=3.3.2
+ARG AIRFLOW_EXTRAS=celery,postgres,mysql,redis
+ARG PIP_VERSION=26.3
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential default-libmysqlclient-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+COPY config/constraints-*.txt /tmp/constraints/
+RUN python="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
+ && constraints="/tmp/constraints/constraints-${AIRFLOW_VERSION}-py${python}.txt" \
+ && if [ ! -f "$constraints" ]; then \
+      echo "no constraints for Airflow ${AIRFLOW_VERSION} on Python ${python}:" \
+           "generate config/$(basename "$constraints") as its header says" >&2; \
+      exit 1; \
+    fi \
+ && python3 -m venv /opt/airflow-venv \
+ && /opt/airflow-venv/bin/pip install --no-cache-dir "pip==${PIP_VERSION}" \
+ && /opt/airflow-venv/bin/pip install --no-cache-dir --constraint "$constraints" \
+      "apache-airflow[${AIRFLOW_EXTRAS}]==${AIRFLOW_VERSION}" \
+ && /opt/airflow-venv/bin/pip check \
+ && /opt/airflow-venv/bin/airflow version
+
+# The runtime with Airflow: the venv and the shared libraries it links.
+FROM ${BASE_IMAGE} AS runtime-airflow-true
+ARG ASTRONOMER_UID=5000
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libmariadb3 \
+ && rm -rf /var/lib/apt/lists/*
+# Owned by the service user, as the official image's user site is, so that
+# _PIP_ADDITIONAL_REQUIREMENTS (development only) can install into it.
+COPY --from=airflow-build --chown=${ASTRONOMER_UID}:0 /opt/airflow-venv /opt/airflow-venv
+
+# The lean runtime: the base image as it is (no Python packages at all).
+FROM ${BASE_IMAGE} AS runtime-airflow-false
+
+# ---------------------------------------------------------------------------
+# The image. Everything from here on is the same for both runtimes.
+FROM runtime-airflow-${INSTALL_AIRFLOW:-true}
+ARG ASTRONOMER_USER=astro
+ARG ASTRONOMER_UID=5000
+ARG AIRFLOW_VERSION=3.3.2
+
+LABEL org.opencontainers.image.title="Apache Airflow with airflow-entrypoint" \
+      org.opencontainers.image.description="Apache Airflow ${AIRFLOW_VERSION}; PID 1 is airflow-entrypoint" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PATH=/opt/airflow-venv/bin:${PATH}
+
+# Image defaults: the lowest layer of the environment. The build args go into
+# a later file so that the entrypoint looks for the user this image has.
+COPY config/env.d/ /etc/airflow-entrypoint/env.d/
+
+# The service user (GID 0, OpenShift style) and AIRFLOW_HOME. /etc/passwd is
+# group-writable for GID 0 so that an arbitrary non-root UID (OpenShift,
+# runAsUser) gets a passwd entry from the entrypoint at start-up.
+RUN useradd --no-log-init --uid "${ASTRONOMER_UID}" --gid 0 \
+      --home-dir /usr/local/airflow --no-create-home --shell /bin/bash \
+      "${ASTRONOMER_USER}" \
+ && mkdir -p /usr/local/airflow/dags /usr/local/airflow/logs /usr/local/airflow/plugins \
+ && chown -R "${ASTRONOMER_UID}:0" /usr/local/airflow \
+ && chmod -R g=u /usr/local/airflow \
+ && chgrp 0 /etc/passwd \
+ && chmod g=u /etc/passwd \
+ && printf '%s\n' \
+      "# Written by the Dockerfile from its build args (ASTRONOMER_USER, ASTRONOMER_UID)." \
+      "ASTRONOMER_USER=${ASTRONOMER_USER}" \
+      "ASTRONOMER_UID=${ASTRONOMER_UID}" \
+      > /etc/airflow-entrypoint/env.d/10-image-user.env \
+ && chmod -R a+rX /etc/airflow-entrypoint
+
+COPY --from=entrypoint /airflow-entrypoint /usr/local/bin/airflow-entrypoint
+
+WORKDIR /usr/local/airflow
+EXPOSE 8080
+# The entrypoint forwards SIGTERM to the component and exits as it did.
+STOPSIGNAL SIGTERM
+# Asks the running component's own health endpoint (api-server, webserver,
+# scheduler with AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True); other
+# commands count as healthy while they run. Answers within 5 s.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
+  CMD ["/usr/local/bin/airflow-entrypoint", "--healthcheck"]
+# The image starts as root: the entrypoint drops to ASTRONOMER_USER itself.
+ENTRYPOINT ["/usr/local/bin/airflow-entrypoint"]
+CMD ["--help"]
