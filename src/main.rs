@@ -127,15 +127,38 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
 
     // The Airflow version decides renames, `db upgrade` vs `migrate` and the
     // legacy key; found from files, without starting Python.
-    let airflow_script = layers
-        .get("PATH")
-        .map(std::ffi::OsStr::new)
-        .and_then(|path| command::find_program(std::ffi::OsStr::new("airflow"), Some(path)).ok());
-    let version = airflow_version::detect(
-        layers.get("AIRFLOW_VERSION"),
-        airflow_script.as_deref(),
-        layers.get("HOME"),
-    );
+    // Only looked for when something depends on it: a plain `-- program`
+    // pays nothing.
+    let needs_version = invocation
+        .command
+        .first()
+        .and_then(|c| c.to_str())
+        .is_some_and(|c| {
+            command::is_airflow_command(c) || c == "airflow" || c.ends_with("/airflow")
+        })
+        || [
+            "_AIRFLOW_DB_MIGRATE",
+            "_AIRFLOW_DB_UPGRADE",
+            "_AIRFLOW_WWW_USER_CREATE",
+            "_PIP_ADDITIONAL_REQUIREMENTS",
+        ]
+        .iter()
+        .any(|k| layers.get(k).is_some());
+    let version = if needs_version {
+        let airflow_script = layers
+            .get("PATH")
+            .map(std::ffi::OsStr::new)
+            .and_then(|path| {
+                command::find_program(std::ffi::OsStr::new("airflow"), Some(path)).ok()
+            });
+        airflow_version::detect(
+            layers.get("AIRFLOW_VERSION"),
+            airflow_script.as_deref(),
+            layers.get("HOME"),
+        )
+    } else {
+        None
+    };
     if let Some(found) = &version {
         tracing::debug!(
             version = found.version.to_string(),

@@ -210,9 +210,30 @@ fn drop_privileges(entry: &PasswdEntry, groups: &[GroupEntry]) -> Result<(), Fai
     }
     let gid = Gid::from_raw(entry.gid);
     let uid = Uid::from_raw(entry.uid);
+    // A credential change clears the parent-death signal (which launchers
+    // such as `unshare --kill-child` set): keep it across the drop.
+    let parent = nix::unistd::getppid();
+    let death_signal = parent_death_signal();
     setgroups(&gids).map_err(|e| drop_failure("setgroups", e))?;
     setresgid(gid, gid, gid).map_err(|e| drop_failure("setresgid", e))?;
     setresuid(uid, uid, uid).map_err(|e| drop_failure("setresuid", e))?;
+    if death_signal != 0 {
+        // SAFETY: prctl with plain integer arguments.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                death_signal as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        if nix::unistd::getppid() != parent {
+            // The parent died while the signal was off: do what it asked.
+            // SAFETY: raise(3) with a plain signal number.
+            unsafe { libc::raise(death_signal) };
+        }
+    }
     if entry.uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
         return Err(Failure::new(
             code::NO_PERMISSION,
@@ -223,6 +244,22 @@ fn drop_privileges(entry: &PasswdEntry, groups: &[GroupEntry]) -> Result<(), Fai
         ));
     }
     Ok(())
+}
+
+/// The parent-death signal in force (0: none).
+fn parent_death_signal() -> libc::c_int {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer we pass.
+    unsafe {
+        libc::prctl(
+            libc::PR_GET_PDEATHSIG,
+            &mut signal as *mut libc::c_int,
+            0,
+            0,
+            0,
+        )
+    };
+    signal
 }
 
 fn drop_failure(call: &str, errno: Errno) -> Failure {

@@ -184,3 +184,21 @@ fn an_arbitrary_uid_with_a_read_only_passwd_warns_and_still_gets_home() {
         .count();
     assert_eq!(warnings, 1, "warn once:\n{}", f.stderr);
 }
+
+#[test]
+fn the_parent_death_signal_survives_the_drop() {
+    if !needs_root("the_parent_death_signal_survives_the_drop") {
+        return;
+    }
+    // unshare --kill-child asks for SIGKILL when unshare dies; the kernel
+    // clears that request when credentials change, so the drop restores it.
+    let mut running = Run::with_users("pdeath", PASSWD, GROUP, 0o644, None)
+        .shell("echo ready > $T/ready; sleep 1000")
+        .start();
+    running.wait_file("ready", secs(30));
+    let init = running.entrypoint_pid();
+    // SAFETY: kill(2) with plain integers: only the launcher.
+    unsafe { libc::kill(running.launcher_pid(), libc::SIGKILL) };
+    let gone = wait_until(secs(20), || (!alive(init)).then_some(()));
+    assert!(gone.is_some(), "the entrypoint {init} outlived its launcher");
+}

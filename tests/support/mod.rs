@@ -270,6 +270,10 @@ impl Running {
             }
         }
     }
+    /// The launcher's own PID (unshare, or the entrypoint itself).
+    pub fn launcher_pid(&self) -> i32 {
+        self.child.id() as i32
+    }
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
