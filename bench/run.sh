@@ -3,7 +3,7 @@
 # side in one run. Prints a markdown table on stdout and writes it to
 # bench/RESULTS.md; progress goes to stderr. See bench/README.md.
 #
-#   AIRFLOW_ENTRYPOINT_BIN=/path/to/airflow-entrypoint bash bench/run.sh
+#   ENTRYPOINT_UNDER_TEST=/path/to/airflow-entrypoint bash bench/run.sh
 #
 # Needs root (PID namespaces via unshare) and Debian's apt for the peers.
 # Tunables (env): BENCH_SPAWN_RUNS (300), BENCH_SPAWN_WARMUP (20), BENCH_SPAWN_ROUNDS (3),
@@ -94,9 +94,9 @@ install_missing() {
 install_missing tini dumb-init catatonit hyperfine procps util-linux file jq gcc libc6-dev binutils coreutils
 
 # --- our binary ----------------------------------------------------------------
-if [[ -n ${AIRFLOW_ENTRYPOINT_BIN:-} ]]; then
-  ours=$AIRFLOW_ENTRYPOINT_BIN
-  [[ -x $ours ]] || die "AIRFLOW_ENTRYPOINT_BIN=$ours is not an executable file"
+if [[ -n ${ENTRYPOINT_UNDER_TEST:-} ]]; then
+  ours=$ENTRYPOINT_UNDER_TEST
+  [[ -x $ours ]] || die "ENTRYPOINT_UNDER_TEST=$ours is not an executable file"
 else
   ours="${CARGO_TARGET_DIR:-$repo_dir/target}/$target/release/airflow-entrypoint"
   if [[ ! -x $ours ]]; then
