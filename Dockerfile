@@ -26,6 +26,10 @@
 #   cargo build --release --target x86_64-unknown-linux-musl
 #   buildah bud --format docker --build-arg BINARY_SOURCE=prebuilt \
 #     --build-arg BASE_IMAGE=localhost/my-python:3.11 -t airflow .
+# (--format docker: the OCI image format has no HEALTHCHECK.)
+#
+# Only the binary, to `COPY --from=` into another Airflow image:
+#   docker build --target entrypoint -t airflow-entrypoint:0.1.0 .
 
 ARG RUST_IMAGE=docker.io/library/rust:1-slim-bookworm
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
@@ -54,7 +58,10 @@ FROM scratch AS entrypoint-prebuilt
 ARG ENTRYPOINT_BINARY=target/x86_64-unknown-linux-musl/release/airflow-entrypoint
 COPY ${ENTRYPOINT_BINARY} /airflow-entrypoint
 
-# The one chosen by BINARY_SOURCE; the other stage is never built.
+# The one chosen by BINARY_SOURCE; the other stage is never built. The
+# `:-source` repeats the default on purpose: buildah 1.28 (Debian 12's
+# podman 4.3) picks the stages to build before it applies ARG defaults, and
+# without it would skip the stage this one needs.
 FROM entrypoint-${BINARY_SOURCE:-source} AS entrypoint
 
 # ---------------------------------------------------------------------------
@@ -98,7 +105,8 @@ COPY --from=airflow-build --chown=${ASTRONOMER_UID}:0 /opt/airflow-venv /opt/air
 FROM ${BASE_IMAGE} AS runtime-airflow-false
 
 # ---------------------------------------------------------------------------
-# The image. Everything from here on is the same for both runtimes.
+# The image. Everything from here on is the same for both runtimes
+# (`:-true`: the default again, for buildah, as above).
 FROM runtime-airflow-${INSTALL_AIRFLOW:-true}
 ARG ASTRONOMER_USER=astro
 ARG ASTRONOMER_UID=5000

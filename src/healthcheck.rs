@@ -115,7 +115,14 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     let status = text.lines().next().unwrap_or("").to_string();
     let code = status.split_whitespace().nth(1).unwrap_or("");
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
-    if code == "200" && !body.contains("\"unhealthy\"") {
+    // The api-server's (and Airflow 2 webserver's) health lists other
+    // components too: a scheduler that is down must not fail the api-server
+    // (probes would pull it from its Service). 200 with a healthy metadata
+    // database — or no such entry — is healthy.
+    let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let database_ok = !compact.contains("\"metadatabase\"")
+        || compact.contains("\"metadatabase\":{\"status\":\"healthy\"");
+    if code == "200" && database_ok {
         Ok(format!("GET {path} on port {port}: {status}"))
     } else if code.is_empty() {
         Err(format!("GET {path} on port {port}: no HTTP answer"))

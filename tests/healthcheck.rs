@@ -35,7 +35,8 @@ fn http_server(reply: &'static str, count: usize) -> (u16, std::thread::JoinHand
 
 #[test]
 fn api_server_health_200_is_healthy_and_503_or_nothing_is_not() {
-    let (port, server) = http_server("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"metadatabase\":{\"status\":\"healthy\"}}", 1);
+    // A scheduler that is down does not make the api-server unhealthy.
+    let (port, server) = http_server("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"metadatabase\":{\"status\":\"healthy\"},\"scheduler\":{\"status\":\"unhealthy\"}}", 1);
     let f = Run::new(Mode::Subreaper, "hc")
         .env("AIRFLOW__API__PORT", port.to_string())
         .env("AIRFLOW_VERSION", "3.3.2")

@@ -200,5 +200,8 @@ fn the_parent_death_signal_survives_the_drop() {
     // SAFETY: kill(2) with plain integers: only the launcher.
     unsafe { libc::kill(running.launcher_pid(), libc::SIGKILL) };
     let gone = wait_until(secs(20), || (!alive(init)).then_some(()));
-    assert!(gone.is_some(), "the entrypoint {init} outlived its launcher");
+    assert!(
+        gone.is_some(),
+        "the entrypoint {init} outlived its launcher"
+    );
 }

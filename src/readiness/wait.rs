@@ -131,6 +131,13 @@ fn round(d: Duration) -> f64 {
 }
 
 fn endpoint_text(target: &Target) -> String {
+    if let Some(path) = target
+        .sqlite_path
+        .as_deref()
+        .filter(|_| target.endpoints.is_empty())
+    {
+        return format!("file {}", path.display());
+    }
     target
         .endpoints
         .iter()
