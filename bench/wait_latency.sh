@@ -20,7 +20,7 @@
 # Prints a markdown report on stdout and writes it to bench/WAIT_LATENCY.md;
 # progress goes to stderr. Needs root (it runs PostgreSQL as `postgres`).
 #
-#   AIRFLOW_ENTRYPOINT_BIN=/path/to/airflow-entrypoint bash bench/wait_latency.sh
+#   ENTRYPOINT_UNDER_TEST=/path/to/airflow-entrypoint bash bench/wait_latency.sh
 #
 # Settings (environment): ROUNDS (5), AIRFLOW_VENV
 # (/opt/airflow-entrypoint/venvs/airflow-3.3.2), PG_BINDIR
@@ -167,12 +167,11 @@ pg_ready_epoch() {
 
 pg_is_ready_in() { grep -q 'database system is ready to accept connections' "$1"; }
 
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
-
 # start_pg LOGFILE: starts the postmaster in the background (we own the
 # process: no pg_ctl), returns once its "ready" line is logged (30 s bound).
 start_pg() {
   local logf=$1
+  : >>"$logf" # exists before the first poll below
   # setpriv straight from `&` (not through a function): bash's child execs it
   # and it execs postgres, so $! is the postmaster itself.
   setpriv --reuid=postgres --regid=postgres --init-groups "$pg_bindir/postgres" -D "$work/data" -p "$port" -k "$work/sock" \
@@ -211,14 +210,16 @@ id postgres >/dev/null 2>&1 || die "no postgres user"
 nc -h 2>&1 | grep -qi openbsd || die "nc is not netcat-openbsd (the Astronomer image's nc)"
 [[ -x $venv/bin/airflow && -x $venv/bin/python ]] || die "no Airflow venv at $venv (set AIRFLOW_VENV)"
 
-bin=${AIRFLOW_ENTRYPOINT_BIN:-${CARGO_TARGET_DIR:-$repo_dir/target}/$target/release/airflow-entrypoint}
+bin=${ENTRYPOINT_UNDER_TEST:-${CARGO_TARGET_DIR:-$repo_dir/target}/$target/release/airflow-entrypoint}
 if [[ ! -x $bin ]]; then
-  [[ -z ${AIRFLOW_ENTRYPOINT_BIN:-} ]] || die "AIRFLOW_ENTRYPOINT_BIN=$bin is not executable"
+  [[ -z ${ENTRYPOINT_UNDER_TEST:-} ]] || die "ENTRYPOINT_UNDER_TEST=$bin is not executable"
   log "building $bin"
   (cd "$repo_dir" && cargo build --release --target "$target" </dev/null >&2)
 fi
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 [[ -x $bin ]] || die "no binary at $bin"
+# Not for the waiters: our binary would log it as an unknown setting.
+unset ENTRYPOINT_UNDER_TEST
 
 # --- 2. one PostgreSQL 15 cluster, initialised once -----------------------------
 port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -226,18 +227,18 @@ mkdir -p "$work/data" "$work/sock" "$work/runs" "$work/airflow-home"
 chown postgres:postgres "$work/data" "$work/sock"
 chmod 700 "$work/data"
 log "initdb in $work/data (port $port)"
-as_postgres "$pg_bindir/initdb" -D "$work/data" -U postgres --no-locale -E UTF8 \
+timeout -k 5 120 setpriv --reuid=postgres --regid=postgres --init-groups "$pg_bindir/initdb" -D "$work/data" -U postgres --no-locale -E UTF8 \
   --auth-local=trust --auth-host=scram-sha-256 </dev/null >"$work/initdb.log" 2>&1 ||
   { tail -n 20 "$work/initdb.log" >&2; die "initdb failed"; }
 grep -Eq '^host +all +all +127\.0\.0\.1/32 +scram-sha-256' "$work/data/pg_hba.conf" ||
   die "pg_hba.conf has no scram-sha-256 line for 127.0.0.1"
 
 start_pg "$work/bootstrap.log"
-as_postgres "$pg_bindir/psql" -X -q -h "$work/sock" -p "$port" -U postgres -d postgres \
+timeout -k 5 30 setpriv --reuid=postgres --regid=postgres --init-groups "$pg_bindir/psql" -X -q -h "$work/sock" -p "$port" -U postgres -d postgres \
   -v ON_ERROR_STOP=1 -c "CREATE ROLE airflow LOGIN PASSWORD '$db_password'" \
   -c "CREATE DATABASE airflow OWNER airflow" </dev/null >&2
 conn="postgresql://airflow:$db_password@127.0.0.1:$port/airflow"
-PGPASSWORD=$db_password "$pg_bindir/psql" -X -q -h 127.0.0.1 -p "$port" -U airflow -d airflow \
+PGPASSWORD=$db_password timeout -k 5 30 "$pg_bindir/psql" -X -q -h 127.0.0.1 -p "$port" -U airflow -d airflow \
   -tAc 'SELECT 1' </dev/null | grep -qx 1 || die "password login over TCP failed"
 
 export AIRFLOW_HOME=$work/airflow-home
@@ -394,7 +395,8 @@ for name in "${waiters[@]}"; do
   read -r "med[$name]" "min[$name]" "max[$name]" < <(printf '%s' "${lat[$name]}" | stats)
   early[$name]=$(printf '%s' "${lat[$name]}" | awk '$1 < 0 { n++ } END { print n + 0 }')
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
+# ratio A B: A/B, or n/a when either is not positive (started before ready).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a <= 0 || b <= 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
 verdict=$(awk -v m="${med[ours]}" -v t="$target_ms" 'BEGIN { print (m <= t) ? "PASS" : "FAIL" }')
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -403,6 +405,8 @@ dirty=""
 if [[ -n $(git -C "$repo_dir" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
   dirty=" (work tree modified)"
 fi
+# Settings of ours that the waiters inherit from this script's environment.
+inherited=$(env | grep -E '^AIRFLOW_ENTRYPOINT_[A-Z0-9_]*=' | sort | sed 's/^/`/; s/$/`/' | paste -sd' ' || true)
 pg_version=$("$pg_bindir/postgres" --version)
 airflow_version=$(grep -m1 '^Version:' "$venv"/lib/python*/site-packages/apache_airflow-*.dist-info/METADATA 2>/dev/null | awk '{ print $2 }' || true)
 
@@ -412,7 +416,7 @@ report() {
   echo "Generated by \`bench/wait_latency.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); $rounds rounds per waiter, ${elapsed} s."
   echo
   echo "- Kernel: $(uname -srm); CPU: ${cpu:-unknown} × $(nproc); load average before $load_before, after $load_after"
-  echo "- airflow-entrypoint: \`$bin\`, commit $commit$dirty"
+  echo "- airflow-entrypoint: \`$bin\`, commit $commit$dirty; settings inherited from the environment: ${inherited:-none}"
   echo "- $pg_version; Airflow ${airflow_version:-unknown} ($venv); $(nc -h 2>&1 | head -n1)"
   echo
   echo "Latency = t_started − t_ready: t_ready is the timestamp (ms) of PostgreSQL's"
@@ -420,7 +424,8 @@ report() {
   echo "\`date +%s.%N\` run as the started command. Each measurement starts the waiter"
   echo "first, with the database down, waits a random 1.0–3.0 s, then starts PostgreSQL."
   echo "Lower is better; negative means the command started before the database was"
-  echo "ready. Ratio is the waiter's median ÷ airflow-entrypoint's median."
+  echo "ready. Ratio is the waiter's median ÷ airflow-entrypoint's median (n/a when a"
+  echo "median is negative: a head start on a database that is not ready is no win)."
   echo
   echo "| waiter | median (ms) | min (ms) | max (ms) | median ÷ ours | started before ready |"
   echo "|---|---:|---:|---:|---:|---:|"

@@ -88,7 +88,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("UMASK", "octal", "`0002`", "The umask of every process started (group-writable files, for GID-0 setups such as OpenShift)."),
     own("WAIT", "`auto`\\|`always`\\|`never`", "`auto`", "Which commands wait for the metadata database (and the Celery broker): `auto` the Airflow components and DB commands; `always` every command, and none; `never` no waiting."),
     own("WAIT_TIMEOUT", "seconds", "`CONNECTION_CHECK_MAX_COUNT` × `CONNECTION_CHECK_SLEEP_TIME`", "The whole waiting budget; when it is spent, exit 69 with the last reason."),
-    own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts; they start 50 ms apart and back off with jitter up to this."),
+    own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
     own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
     own("STEP_TIMEOUT", "seconds", "`3600`", "Time limit of each start-up step (pip, migration, admin user, init script); past it the step is killed and start-up fails."),
     compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),

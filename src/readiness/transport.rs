@@ -20,6 +20,10 @@ use rustls::{
 use super::url::{Endpoint, Tls};
 use super::Verdict;
 
+/// The reason for a closed port: nothing listens, so trying again costs the
+/// server nothing (the wait polls those faster).
+pub const REFUSED: &str = "connection refused";
+
 /// The system CA bundle of Debian-based images, used when the URL names none.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -91,7 +95,7 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Socket, Verdict
                     io::ErrorKind::NotFound => {
                         format!("socket {} does not exist yet", path.display())
                     }
-                    io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                    io::ErrorKind::ConnectionRefused => REFUSED.to_string(),
                     _ => format!("cannot connect to {}: {e}", path.display()),
                 })
             })?;
@@ -141,7 +145,7 @@ fn dns_reason(e: &io::Error) -> String {
 /// Short words for the usual connection failures.
 pub fn io_reason(e: &io::Error) -> String {
     match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionRefused => REFUSED.into(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
         io::ErrorKind::ConnectionReset => "connection reset by the server".into(),
         io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::transport::REFUSED;
 use super::url::{Endpoint, Target};
 use super::{probe, Verdict};
 use crate::error::{code, Failure};
@@ -34,6 +35,7 @@ pub struct Budget {
 }
 
 const FIRST_INTERVAL: Duration = Duration::from_millis(50);
+const REFUSED_INTERVAL: Duration = Duration::from_millis(100);
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
 enum Outcome {
@@ -162,12 +164,12 @@ impl Jitter {
             ^ u64::from(std::process::id()) << 32;
         Jitter(seed | 1)
     }
-    /// A factor in [0.8, 1.2).
+    /// A factor in [0.5, 1.0): pauses never exceed the interval.
     fn factor(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        0.8 + (self.0 % 1000) as f64 / 2500.0
+        0.5 + (self.0 % 1000) as f64 / 2000.0
     }
 }
 
@@ -242,7 +244,17 @@ fn retry(
         if stop.load(Ordering::Relaxed) {
             return Outcome::Failed(Failure::new(code::UNAVAILABLE, "stopped"));
         }
+        // The cap exists so as not to hammer a server that is up but busy
+        // (starting up, too many connections). A closed port costs it
+        // nothing, so while nothing listens we look at least every 100 ms:
+        // a server that starts listening is noticed within ~50 ms.
+        let cap = if reason == REFUSED {
+            budget.max_interval.min(REFUSED_INTERVAL)
+        } else {
+            budget.max_interval
+        };
         let pause = interval
+            .min(cap)
             .mul_f64(jitter.factor())
             .min(deadline.saturating_duration_since(now));
         std::thread::sleep(pause);
@@ -259,7 +271,7 @@ mod tests {
         let mut j = Jitter::new();
         for _ in 0..1000 {
             let f = j.factor();
-            assert!((0.8..1.2).contains(&f), "{f}");
+            assert!((0.5..1.0).contains(&f), "{f}");
         }
     }
 }
