@@ -456,3 +456,46 @@ fn two_containers_migrating_the_same_fresh_database_at_once_both_succeed() {
         assert!(run.dir.read("stderr").contains("airflow db migrate"));
     }
 }
+
+#[test]
+fn airflow_2_11_webserver_smoke() {
+    if !needs_root("airflow_2_11_webserver_smoke") {
+        return;
+    }
+    let Some(venv) = airflow_venv("2.11.2", "airflow_2_11_webserver_smoke") else {
+        return;
+    };
+    let _one = exclusive();
+    let mut stack = Stack::new(venv, "e2e-211");
+    stack.start_pg();
+    let port = free_port();
+    // `api-server` on Airflow 2 is mapped to `webserver`.
+    let mut web = stack
+        .component("web211", &["api-server"])
+        .env("_AIRFLOW_DB_MIGRATE", "true")
+        .env("AIRFLOW__WEBSERVER__WEB_SERVER_PORT", port.to_string())
+        .env("AIRFLOW__WEBSERVER__WORKERS", "1")
+        .env("AIRFLOW__WEBSERVER__SECRET_KEY", "e2e-webserver-secret")
+        .start();
+    let healthy = wait_until(secs(300), || match http("GET", port, "/health", None) {
+        Some((200, body)) => Some(body),
+        _ => None,
+    });
+    let stderr = web.dir.read("stderr");
+    assert!(
+        healthy.is_some(),
+        "the Airflow 2 webserver never answered /health:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("`api-server` runs `airflow webserver` on Airflow 2"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("airflow db migrate"), "{stderr}");
+    web.signal(libc::SIGTERM);
+    let status = web.wait(secs(90));
+    assert!(
+        matches!(status.code(), Some(0) | Some(143)),
+        "{status:?}\n{}",
+        web.dir.read("stderr")
+    );
+}
