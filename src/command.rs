@@ -89,6 +89,10 @@ pub struct Planned {
     /// workers under it, and Airflow 3.3's scheduler then waits for them
     /// forever; told TERM alone, it stops them itself).
     pub child_scope: bool,
+    /// `standalone` treats SIGTERM as a crash (it exits at once and leaves
+    /// its ~40 children behind) and SIGINT as the request to stop: TERM is
+    /// forwarded as INT unless SIGNAL_MAP says otherwise.
+    pub term_as_int: bool,
 }
 
 /// `major`: the installed Airflow's major version (3 when unknown).
@@ -123,12 +127,18 @@ pub fn plan(command: &[OsString], major: u32) -> Planned {
         airflow_subcommand(&argv),
         Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker")
     );
-    let child_scope = celery_worker || matches!(airflow_subcommand(&argv), Some(("scheduler", _)));
+    let child_scope = celery_worker
+        || matches!(
+            airflow_subcommand(&argv),
+            Some(("scheduler" | "standalone", _))
+        );
+    let term_as_int = matches!(airflow_subcommand(&argv), Some(("standalone", _)));
     Planned {
         argv,
         note,
         celery_worker,
         child_scope,
+        term_as_int,
     }
 }
 
@@ -302,6 +312,9 @@ mod tests {
         );
         assert!(!plan(&argv(&["scheduler"]), 3).celery_worker);
         assert!(plan(&argv(&["scheduler"]), 3).child_scope);
+        assert!(plan(&argv(&["standalone"]), 3).term_as_int);
+        assert!(plan(&argv(&["standalone"]), 3).child_scope);
+        assert!(!plan(&argv(&["scheduler"]), 3).term_as_int);
         assert!(!plan(&argv(&["api-server"]), 3).child_scope);
     }
 

@@ -240,7 +240,14 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
         grace_period: settings.grace_period,
         kill_timeout: settings.kill_timeout,
         term_delay: settings.term_delay,
-        signal_map: settings.signal_map.clone(),
+        signal_map: if settings.signal_map.is_empty() && planned.term_as_int {
+            tracing::info!(
+                "`standalone` stops cleanly on SIGINT only: SIGTERM is forwarded as SIGINT"
+            );
+            vec![(libc::SIGTERM, Some(libc::SIGINT))]
+        } else {
+            settings.signal_map.clone()
+        },
         exit_code_map: settings.exit_code_map.clone(),
     };
     let is_pid1 = supervisor::become_reaper();

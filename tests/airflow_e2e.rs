@@ -322,22 +322,20 @@ fn a_bad_database_host_is_69_with_the_masked_url_within_the_budget() {
     assert!(!f.stderr.contains("bad-host-pw"));
 }
 
-/// The DAG: one task that marks its start, sleeps, and marks its end.
+/// The DAG: one Bash task that marks its start, sleeps, and marks its end.
+/// A Bash task is the one a TERM to the worker's whole process group kills
+/// (dumb-init's default); a warm shutdown lets it finish.
 const DAG: &str = r#"
-import os, pathlib, time
 from datetime import datetime
-from airflow.sdk import dag, task
+from airflow.sdk import dag
+from airflow.providers.standard.operators.bash import BashOperator
 
 @dag(dag_id="warm_shutdown", schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
 def warm_shutdown():
-    @task
-    def sleeper(**context):
-        markers = pathlib.Path(os.environ["MARKER_DIR"])
-        (markers / "started").write_text(str(os.getpid()))
-        time.sleep(12)
-        (markers / "finished").write_text(str(os.getpid()))
-        return "done"
-    sleeper()
+    BashOperator(
+        task_id="sleeper",
+        bash_command='touch "$MARKER_DIR/started"; sleep 12; touch "$MARKER_DIR/finished"',
+    )
 
 warm_shutdown()
 "#;
@@ -497,5 +495,77 @@ fn airflow_2_11_webserver_smoke() {
         matches!(status.code(), Some(0) | Some(143)),
         "{status:?}\n{}",
         web.dir.read("stderr")
+    );
+}
+
+#[test]
+fn standalone_with_sqlite_comes_up_and_stops_cleanly_on_term() {
+    if !needs_root("standalone_e2e") {
+        return;
+    }
+    let Some(venv) = airflow_venv("3.3.2", "standalone_e2e") else {
+        return;
+    };
+    let _one = exclusive();
+    // What the README's quick start runs: SQLite, the simple auth manager
+    // with an admin set by _AIRFLOW_WWW_USER_*.
+    let home = airflow_home("e2e-standalone");
+    let port = free_port();
+    let mut standalone = Run::with_users("standalone", PASSWD, GROUP, 0o644, None)
+        .env("PATH", format!("{}/bin:/usr/bin:/bin", venv.display()))
+        .env("AIRFLOW_HOME", home.path())
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env("AIRFLOW__API__HOST", "127.0.0.1")
+        .env("AIRFLOW__API__PORT", port.to_string())
+        .env("AIRFLOW__CORE__PARALLELISM", "4")
+        .env(
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+            free_port().to_string(),
+        )
+        .env(
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+            free_port().to_string(),
+        )
+        .env(
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+            free_port().to_string(),
+        )
+        .env("_AIRFLOW_WWW_USER_CREATE", "true")
+        .env("_AIRFLOW_WWW_USER_PASSWORD", "demo-admin-pw")
+        .arg("standalone")
+        .start();
+    let healthy = wait_until(secs(300), || {
+        match http("GET", port, "/api/v2/monitor/health", None) {
+            Some((200, body)) if body.contains("\"scheduler\":{\"status\":\"healthy\"") => Some(()),
+            _ => None,
+        }
+    });
+    assert!(
+        healthy.is_some(),
+        "standalone never became healthy:\n{}",
+        standalone.dir.read("stderr")
+    );
+    let login = http(
+        "POST",
+        port,
+        "/auth/token",
+        Some(r#"{"username":"admin","password":"demo-admin-pw"}"#),
+    );
+    assert!(
+        matches!(&login, Some((code, body)) if (200..300).contains(code) && body.contains("access_token")),
+        "{login:?}"
+    );
+    standalone.signal(libc::SIGTERM);
+    let status = standalone.wait(secs(120));
+    let stderr = standalone.dir.read("stderr");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("SIGTERM is forwarded as SIGINT"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sent SIGKILL"), "{stderr}");
+    assert!(
+        !stderr.contains("demo-admin-pw")
+            && !standalone.dir.read("stdout").contains("demo-admin-pw")
     );
 }
