@@ -72,9 +72,7 @@ pub fn startup_signal_verdict(signals: Vec<i32>) -> Result<(), Failure> {
 /// exit code for the entrypoint (the child's status after EXIT_CODE_MAP).
 pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1: bool) -> i32 {
     enter_phase(Phase::Supervise);
-    // A short-lived child never pays for the trim: it runs once, when the
-    // child has lived a second (one wake-up in all, never a periodic one).
-    let mut trim_at = Some(Instant::now() + trim::AFTER);
+    trim::release_startup_pages();
     let mut held_term: Option<Instant> = None;
     let mut grace_deadline: Option<Instant> = None;
     let exit = loop {
@@ -90,10 +88,7 @@ pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1:
             tracing::error!("the child vanished without an exit status");
             break ChildExit::Code(crate::error::code::INTERNAL);
         }
-        let deadline = [held_term, grace_deadline, trim_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [held_term, grace_deadline].into_iter().flatten().min();
         for signal in inbox.wait(deadline, None) {
             if signal == libc::SIGCHLD {
                 continue; // reaped at the top of the loop
@@ -112,10 +107,6 @@ pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1:
             forward(child, policy, signal, &mut grace_deadline);
         }
         let now = Instant::now();
-        if trim_at.is_some_and(|at| at <= now) {
-            trim_at = None;
-            trim::release_startup_pages();
-        }
         if held_term.is_some_and(|at| at <= now) {
             held_term = None;
             forward(child, policy, libc::SIGTERM, &mut grace_deadline);

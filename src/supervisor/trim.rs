@@ -5,9 +5,6 @@
 //! back in from the page cache. A mapping with any private (written) page —
 //! RELRO after relocation — is never touched: that would undo relocations.
 
-/// How long after the spawn the trim runs.
-pub const AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Releases the resident clean text and read-only pages of our executable.
 pub fn release_startup_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
