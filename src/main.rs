@@ -259,6 +259,9 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
         args: &resolved.args,
         env: &child_env,
         capture_stdout: false,
+        // standalone must get Ctrl-C as a forwarded SIGINT to its main
+        // process: the terminal would send it to its whole group.
+        take_terminal: !planned.term_as_int,
     })?;
     tracing::info!(
         pid = child.pid.as_raw(),
@@ -434,6 +437,7 @@ fn resolve_url(
                 args: &args,
                 env: &env,
                 capture_stdout: true,
+                take_terminal: false,
             },
             STEP_TIME_LIMIT,
             what,

@@ -23,6 +23,10 @@ pub struct SpawnRequest<'a> {
     pub env: &'a [(OsString, OsString)],
     /// Capture stdout through a pipe (for `_CMD` commands); else inherited.
     pub capture_stdout: bool,
+    /// With a terminal on stdin, make the child the terminal's foreground
+    /// group (Ctrl-C reaches it directly). False keeps it in a session of
+    /// its own, so Ctrl-C comes to us and is forwarded like any signal.
+    pub take_terminal: bool,
 }
 
 pub struct Spawned {
@@ -39,7 +43,7 @@ pub struct Spawned {
 /// process group and becomes the terminal's foreground group (so Ctrl-C
 /// reaches it); otherwise it gets its own session.
 pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, Failure> {
-    let previous_foreground = if isatty(0).unwrap_or(false) {
+    let previous_foreground = if request.take_terminal && isatty(0).unwrap_or(false) {
         tcgetpgrp(io::stdin()).ok()
     } else {
         None
