@@ -85,9 +85,8 @@ pub struct Planned {
     /// A Celery worker: its default signal scope is `child` (warm shutdown).
     pub celery_worker: bool,
     /// Signals go to the main process only by default: Celery workers (warm
-    /// shutdown) and the scheduler (a group TERM kills its LocalExecutor
-    /// workers under it, and Airflow 3.3's scheduler then waits for them
-    /// forever; told TERM alone, it stops them itself).
+    /// shutdown) and `standalone` (a SIGINT to its whole group leaves it
+    /// hanging; told alone, it stops its components itself).
     pub child_scope: bool,
     /// `standalone` treats SIGTERM as a crash (it exits at once and leaves
     /// its ~40 children behind) and SIGINT as the request to stop: TERM is
@@ -127,11 +126,7 @@ pub fn plan(command: &[OsString], major: u32) -> Planned {
         airflow_subcommand(&argv),
         Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker")
     );
-    let child_scope = celery_worker
-        || matches!(
-            airflow_subcommand(&argv),
-            Some(("scheduler" | "standalone", _))
-        );
+    let child_scope = celery_worker || matches!(airflow_subcommand(&argv), Some(("standalone", _)));
     let term_as_int = matches!(airflow_subcommand(&argv), Some(("standalone", _)));
     Planned {
         argv,
@@ -311,7 +306,7 @@ mod tests {
             argv(&["bash", "-c", "x"])
         );
         assert!(!plan(&argv(&["scheduler"]), 3).celery_worker);
-        assert!(plan(&argv(&["scheduler"]), 3).child_scope);
+        assert!(!plan(&argv(&["scheduler"]), 3).child_scope);
         assert!(plan(&argv(&["standalone"]), 3).term_as_int);
         assert!(plan(&argv(&["standalone"]), 3).child_scope);
         assert!(!plan(&argv(&["scheduler"]), 3).term_as_int);
