@@ -18,6 +18,19 @@ use crate::supervisor::signals::SignalInbox;
 use crate::supervisor::spawn::SpawnRequest;
 use crate::supervisor::steps::run_step;
 
+/// `airflow db migrate` runs at most this often before start-up fails.
+const MIGRATE_ATTEMPTS: u32 = 3;
+const MIGRATE_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// Waits `how_long` while still answering signals: TERM/INT end start-up.
+fn pause(inbox: &SignalInbox, how_long: Duration) -> Result<(), Failure> {
+    let until = std::time::Instant::now() + how_long;
+    while std::time::Instant::now() < until {
+        crate::supervisor::startup_signal_verdict(inbox.wait(Some(until), None))?;
+    }
+    Ok(())
+}
+
 pub struct Steps<'a> {
     pub inbox: &'a SignalInbox,
     pub layers: &'a mut Layered,
@@ -106,13 +119,35 @@ impl Steps<'_> {
         if !(migrate || upgrade) {
             return Ok(());
         }
-        // `db migrate` arrived in 2.7; Airflow's own migration lock makes
-        // concurrent starts safe.
+        // `db migrate` arrived in 2.7. Airflow's migration lock serialises
+        // the schema changes, but not what follows them: two containers
+        // migrating a fresh database at once can both insert the default
+        // pool, and one fails on the unique key. Migrating is idempotent, so
+        // a failed run is tried again before start-up gives up.
         let sub = match self.version {
             Some(v) if v < Version(2, 7, 0) => "upgrade",
             _ => "migrate",
         };
-        self.run(&self.airflow(&["db", sub]), &format!("airflow db {sub}"))
+        let shown = format!("airflow db {sub}");
+        for attempt in 1..=MIGRATE_ATTEMPTS {
+            match self.run(&self.airflow(&["db", sub]), &shown) {
+                Ok(()) => return Ok(()),
+                // A signal ended it (128+N from `interrupted`): stop now.
+                Err(f) if attempt == MIGRATE_ATTEMPTS || f.message.starts_with("received SIG") => {
+                    return Err(f)
+                }
+                Err(f) => {
+                    tracing::warn!(
+                        attempt,
+                        of = MIGRATE_ATTEMPTS,
+                        "{}; another container may be migrating the same database: trying again",
+                        f.message
+                    );
+                    pause(self.inbox, MIGRATE_RETRY_PAUSE)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn create_admin_user(&mut self) -> Result<(), Failure> {

@@ -23,7 +23,10 @@ fn fake_airflow(dir: &TempDir, version: &str) -> String {
 echo "airflow $*" >> "$T/calls"
 n=$(wc -l < "$T/calls")
 case "$*" in
-  "db migrate"|"db upgrade") exit ${FAKE_MIGRATE_EXIT:-0} ;;
+  "db migrate"|"db upgrade")
+    # Fails the first $FAKE_MIGRATE_FAILS runs, like a concurrent migration.
+    [ "$(grep -c -E "db (migrate|upgrade)" "$T/calls")" -le "${FAKE_MIGRATE_FAILS:-0}" ] && exit 3
+    exit 0 ;;
   "celery worker"*) trap 'echo worker-got-TERM >> "$T/calls"; exit 0' TERM; echo ready > "$T/ready"; while :; do sleep 100 & wait $!; done ;;
 esac
 exit 0
@@ -140,17 +143,34 @@ fn db_migrate_runs_before_the_command_and_a_failure_stops_start_up() {
     f.expect_code(0);
     assert_eq!(calls(&f), vec!["airflow db upgrade", "airflow scheduler"]);
     assert!(f.stderr.contains("deprecated"), "{}", f.stderr);
+    let r = run("3.3.2", "retry");
+    let f = r
+        .env("_AIRFLOW_DB_MIGRATE", "true")
+        .env("FAKE_MIGRATE_FAILS", "1")
+        .arg("scheduler")
+        .run(secs(30));
+    f.expect_code(0);
+    assert_eq!(
+        calls(&f),
+        vec![
+            "airflow db migrate",
+            "airflow db migrate",
+            "airflow scheduler"
+        ],
+        "one failure is tried again"
+    );
+    assert!(f.stderr.contains("trying again"), "{}", f.stderr);
     let r = run("3.3.2", "fail");
     let f = r
         .env("_AIRFLOW_DB_MIGRATE", "true")
-        .env("FAKE_MIGRATE_EXIT", "3")
+        .env("FAKE_MIGRATE_FAILS", "9")
         .arg("scheduler")
-        .run(secs(20));
+        .run(secs(30));
     f.expect_code(3);
     assert_eq!(
         calls(&f),
-        vec!["airflow db migrate"],
-        "the command must not start"
+        vec!["airflow db migrate"; 3],
+        "three attempts; the command must not start"
     );
     assert!(
         f.stderr
