@@ -186,7 +186,9 @@ fn sigterm_during_a_start_up_step_reaches_it_and_ends_with_143() {
     let init = r.dir().join("init.d");
     let marker = r.dir().join("command-ran");
     fs::create_dir_all(&init).unwrap();
-    fs::write(init.join("10-slow"), "#!/bin/sh\ntrap 'echo step-got-TERM > \"$T/step\"; exit 9' TERM\necho ready > \"$T/ready\"\nwhile :; do sleep 100 & wait $!; done\n").unwrap();
+    // The step keeps a background process that ignores TERM: it must not
+    // outlive the interrupted start-up.
+    fs::write(init.join("10-slow"), "#!/bin/sh\nsh -c 'trap \"\" TERM; echo $$ > \"$T/leftover\"; exec sleep 1000' &\ntrap 'echo step-got-TERM > \"$T/step\"; exit 9' TERM\nwhile [ ! -s \"$T/leftover\" ]; do sleep 0.01; done\necho ready > \"$T/ready\"\nwhile :; do sleep 100 & wait $!; done\n").unwrap();
     fs::set_permissions(init.join("10-slow"), fs::Permissions::from_mode(0o755)).unwrap();
     let mut running = r
         .env("AIRFLOW_ENTRYPOINT_INIT_DIR", &init)
@@ -198,6 +200,12 @@ fn sigterm_during_a_start_up_step_reaches_it_and_ends_with_143() {
     assert_eq!(running.wait(secs(20)).code(), Some(143));
     assert_eq!(running.dir.read("step").trim(), "step-got-TERM");
     assert!(!marker.exists());
+    let leftover: i32 = running.dir.read("leftover").trim().parse().unwrap();
+    let gone = wait_until(secs(10), || (!alive(leftover)).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the step's background process {leftover} outlived start-up"
+    );
 }
 
 #[test]

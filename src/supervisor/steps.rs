@@ -55,9 +55,14 @@ pub fn run_step(
         }
         if let Some(e) = exit {
             // A background grandchild may hold the pipe open: once the step
-            // itself has exited we take what is there and go on.
+            // itself has exited we take what is there and go on. A step that
+            // failed or was interrupted ends start-up: whatever it left in
+            // its process group goes with it (a successful one may leave a
+            // daemon on purpose).
+            if interrupted.is_some() || e != ChildExit::Code(0) {
+                let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+            }
             if let Some(signal) = interrupted {
-                let _ = e;
                 return Err(Failure::interrupted(signal));
             }
             return Ok(StepOutcome {
