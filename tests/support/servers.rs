@@ -100,12 +100,31 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
         if self.log.ends_with("rabbit.out") {
-            // Erlang's port mapper daemonizes itself out of the group.
-            let _ = Command::new("epmd")
-                .arg("-kill")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // The Erlang VM and its port mapper leave the process group
+            // (epmd daemonizes): end every process of the rabbitmq user.
+            kill_processes_of("rabbitmq");
+        }
+    }
+}
+
+/// SIGKILLs every process owned by the system `user` (test servers only:
+/// nothing else runs as these users here).
+fn kill_processes_of(user: &str) {
+    let (uid, _) = ids(user);
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let owner = entry
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+        if owner.ok() == Some(uid) {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }
