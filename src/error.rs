@@ -5,7 +5,6 @@
 use std::fmt;
 
 /// Documented exit codes of the entrypoint itself (the child's own code passes through).
-#[allow(dead_code)] // every documented code, whether or not a phase uses it yet
 pub mod code {
     pub const USAGE: i32 = 64;
     pub const UNAVAILABLE: i32 = 69;

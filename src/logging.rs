@@ -22,7 +22,6 @@ pub enum LogFormat {
 /// The phases of a start-up, in the order `main` runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-#[allow(dead_code)] // the user, resolve, wait and start-up phases are wired in by later issues
 pub enum Phase {
     Settings = 0,
     Environment,

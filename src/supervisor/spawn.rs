@@ -33,7 +33,6 @@ pub struct Spawned {
     pub pid: Pid,
     /// The child leads its own process group: forwarded signals go to -pid.
     pub pgid: Pid,
-    #[allow(dead_code)] // read by the `_CMD` resolution
     pub stdout: Option<ChildStdout>,
     /// The terminal's foreground group before we handed it to the child.
     pub previous_foreground: Option<Pid>,
