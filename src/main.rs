@@ -36,8 +36,7 @@ use supervisor::Policy;
 
 static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
-/// A `_CMD` or `_SECRET` command must finish within this time.
-const STEP_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+use supervisor::steps::CMD_TIME_LIMIT;
 
 fn main() {
     // As PID 1 a signal with no handler is dropped: block them all before
@@ -422,33 +421,8 @@ fn resolve_url(
 ) -> Result<(airflow_cfg::Url, airflow_cfg::Resolved), Failure> {
     let env = layers.child_env();
     let path_var = layers.get("PATH").map(std::ffi::OsStr::new);
-    let mut run = |argv: &[String], what: &str| -> Result<String, Failure> {
-        let (name, args) = argv
-            .split_first()
-            .ok_or_else(|| Failure::config(format!("{what} is empty")))?;
-        let program = command::find_program(std::ffi::OsStr::new(name), path_var)
-            .map_err(|f| Failure::config(format!("{what}: {}", f.message)))?;
-        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-        let outcome = supervisor::steps::run_step(
-            inbox,
-            &SpawnRequest {
-                program: &program,
-                argv0: std::ffi::OsStr::new(name),
-                args: &args,
-                env: &env,
-                capture_stdout: true,
-                take_terminal: false,
-            },
-            STEP_TIME_LIMIT,
-            what,
-        )?;
-        match outcome.exit {
-            supervisor::reap::ChildExit::Code(0) => Ok(outcome.stdout),
-            other => Err(Failure::config(format!(
-                "{what} failed with exit status {}; run it by hand as the service user to see why",
-                other.status_code()
-            ))),
-        }
+    let mut run = |argv: &[String], what: &str| {
+        supervisor::steps::captured_output(inbox, argv, &env, path_var, CMD_TIME_LIMIT, what)
     };
     Ok((which, airflow_cfg::resolve(which, layers, &mut run)?))
 }

@@ -253,33 +253,17 @@ impl Steps<'_> {
     fn password_from_cmd(&self, cmd: &str) -> Result<String, Failure> {
         let argv = crate::shell_words::split(cmd)
             .map_err(|e| Failure::config(format!("_AIRFLOW_WWW_USER_PASSWORD_CMD: {e}")))?;
-        let Some((name, args)) = argv.split_first() else {
-            return Err(Failure::config("_AIRFLOW_WWW_USER_PASSWORD_CMD is empty"));
-        };
         let path = self.path_var();
-        let program = find_program(OsStr::new(name), path.as_deref())?;
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         let env = self.layers.child_env();
-        let outcome = run_step(
+        crate::supervisor::steps::captured_output(
             self.inbox,
-            &SpawnRequest {
-                program: &program,
-                argv0: OsStr::new(name),
-                args: &args,
-                env: &env,
-                capture_stdout: true,
-                take_terminal: false,
-            },
-            Duration::from_secs(60),
+            &argv,
+            &env,
+            path.as_deref(),
+            crate::supervisor::steps::CMD_TIME_LIMIT,
             "_AIRFLOW_WWW_USER_PASSWORD_CMD",
-        )?;
-        match outcome.exit {
-            ChildExit::Code(0) => Ok(outcome.stdout.trim().to_string()),
-            exit => Err(Failure::config(format!(
-                "_AIRFLOW_WWW_USER_PASSWORD_CMD failed with exit status {}",
-                exit.status_code()
-            ))),
-        }
+        )
+        .map(|out| out.trim().to_string())
     }
 
     /// `_PIP_ADDITIONAL_REQUIREMENTS`: into the environment that runs

@@ -17,6 +17,9 @@ use super::signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
 use super::spawn::{spawn, SpawnRequest};
 use crate::error::Failure;
 
+/// A `_CMD`, `_SECRET` or `_PASSWORD_CMD` command must finish within this.
+pub const CMD_TIME_LIMIT: Duration = Duration::from_secs(60);
+
 /// At most this much of a step's stdout is kept (a URL is tiny).
 const MAX_CAPTURE: usize = 1 << 20;
 
@@ -95,6 +98,46 @@ pub fn run_step(
             // SAFETY: kill(2) with plain integers (real-time signals included).
             unsafe { libc::kill(-pid.as_raw(), signal) };
         }
+    }
+}
+
+/// Runs a command that prints one value (a `_CMD`, `airflow config
+/// get-value`) as a captured step: `argv[0]` looked up on `path_var`, at
+/// most `limit`; its stdout when it exits 0. Every failure is a
+/// configuration error naming `what`.
+pub fn captured_output(
+    inbox: &SignalInbox,
+    argv: &[String],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    path_var: Option<&std::ffi::OsStr>,
+    limit: Duration,
+    what: &str,
+) -> Result<String, Failure> {
+    let (name, args) = argv
+        .split_first()
+        .ok_or_else(|| Failure::config(format!("{what} is empty")))?;
+    let program = crate::command::find_program(std::ffi::OsStr::new(name), path_var)
+        .map_err(|f| Failure::config(format!("{what}: {}", f.message)))?;
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let outcome = run_step(
+        inbox,
+        &SpawnRequest {
+            program: &program,
+            argv0: std::ffi::OsStr::new(name),
+            args: &args,
+            env,
+            capture_stdout: true,
+            take_terminal: false,
+        },
+        limit,
+        what,
+    )?;
+    match outcome.exit {
+        ChildExit::Code(0) => Ok(outcome.stdout),
+        other => Err(Failure::config(format!(
+            "{what} failed with exit status {}; run it by hand as the service user to see why",
+            other.status_code()
+        ))),
     }
 }
 
