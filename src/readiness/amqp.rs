@@ -4,8 +4,8 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use super::transport::{connect, io_reason, start_tls, Conn};
-use super::url::{Endpoint, Target, Tls};
+use super::transport::{connect, io_reason, secure};
+use super::url::{Endpoint, Target};
 use super::Verdict;
 
 const HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -27,14 +27,9 @@ fn probe_one(target: &Target, endpoint: &Endpoint, timeout: Duration) -> Verdict
         Ok(s) => s,
         Err(v) => return v,
     };
-    let mut conn = match (&target.tls, endpoint) {
-        (Tls::Off, _) | (_, Endpoint::Unix { .. }) => Conn::Plain(socket),
-        (tls, Endpoint::Tcp { host, .. }) => {
-            match start_tls(socket, host, tls, target.tls_root_cert.as_deref()) {
-                Ok(c) => c,
-                Err(v) => return v,
-            }
-        }
+    let mut conn = match secure(socket, endpoint, target) {
+        Ok(c) => c,
+        Err(v) => return v,
     };
     if let Err(e) = conn.write_all(HEADER).and_then(|_| conn.flush()) {
         return Verdict::NotYet(io_reason(&e));

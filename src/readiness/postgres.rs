@@ -31,7 +31,7 @@ fn attempt(target: &Target, timeout: Duration) -> Result<Verdict, Verdict> {
         .ok_or_else(|| Verdict::Fatal("no host to connect to".into()))?;
     let mut socket = connect(endpoint, timeout)?;
     let mut conn = match (&target.tls, endpoint) {
-        (Tls::Off, _) | (_, Endpoint::Unix { .. }) => Conn::Plain(socket),
+        (Tls::Off, _) | (_, Endpoint::Unix { .. }) => socket,
         (tls, Endpoint::Tcp { host, .. }) => {
             let mut request = Vec::with_capacity(8);
             request.extend_from_slice(&8i32.to_be_bytes());

@@ -5,8 +5,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
-use super::transport::{connect, io_reason, start_tls, Conn};
-use super::url::{Endpoint, Kind, Target, Tls};
+use super::transport::{connect, io_reason, secure};
+use super::url::{Endpoint, Kind, Target};
 use super::Verdict;
 
 pub fn probe(target: &Target, timeout: Duration) -> Verdict {
@@ -38,14 +38,9 @@ fn probe_one(target: &Target, endpoint: &Endpoint, timeout: Duration) -> Verdict
         Ok(s) => s,
         Err(v) => return v,
     };
-    let conn = match (&target.tls, endpoint) {
-        (Tls::Off, _) | (_, Endpoint::Unix { .. }) => Conn::Plain(socket),
-        (tls, Endpoint::Tcp { host, .. }) => {
-            match start_tls(socket, host, tls, target.tls_root_cert.as_deref()) {
-                Ok(c) => c,
-                Err(v) => return v,
-            }
-        }
+    let conn = match secure(socket, endpoint, target) {
+        Ok(c) => c,
+        Err(v) => return v,
     };
     let mut reader = BufReader::new(conn);
     let mut request = Vec::new();

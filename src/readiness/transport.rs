@@ -27,67 +27,15 @@ pub const REFUSED: &str = "connection refused";
 /// The system CA bundle of Debian-based images, used when the URL names none.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-pub enum Socket {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
+/// A byte stream to a server: TCP, a Unix socket, or TLS over either.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
 
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.flush(),
-            Socket::Unix(s) => s.flush(),
-        }
-    }
-}
-
-/// A plain or TLS connection.
-pub enum Conn {
-    Plain(Socket),
-    Tls(Box<StreamOwned<ClientConnection, Socket>>),
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-        }
-    }
-}
+/// A plain socket or a TLS connection; probes only read and write it.
+pub type Conn = Box<dyn Stream>;
 
 /// Connects to `endpoint` within `timeout`; every failure is "not yet".
-pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Socket, Verdict> {
+pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Conn, Verdict> {
     match endpoint {
         Endpoint::Unix { path } => {
             let stream = UnixStream::connect(path).map_err(|e| {
@@ -101,7 +49,7 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Socket, Verdict
             })?;
             let _ = stream.set_read_timeout(Some(timeout));
             let _ = stream.set_write_timeout(Some(timeout));
-            Ok(Socket::Unix(stream))
+            Ok(Box::new(stream))
         }
         Endpoint::Tcp { host, port } => {
             let addrs: Vec<_> = (host.as_str(), *port)
@@ -120,7 +68,7 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Socket, Verdict
                         let _ = stream.set_read_timeout(Some(timeout));
                         let _ = stream.set_write_timeout(Some(timeout));
                         let _ = stream.set_nodelay(true);
-                        return Ok(Socket::Tcp(stream));
+                        return Ok(Box::new(stream));
                     }
                     Err(e) => last = io_reason(&e),
                 }
@@ -154,9 +102,24 @@ pub fn io_reason(e: &io::Error) -> String {
     }
 }
 
+/// The connection a Redis or AMQP probe speaks over: TLS when the URL asks
+/// for it on TCP (there is no TLS over a local Unix socket), else plain.
+pub fn secure(
+    socket: Conn,
+    endpoint: &Endpoint,
+    target: &super::url::Target,
+) -> Result<Conn, Verdict> {
+    match (&target.tls, endpoint) {
+        (Tls::Off, _) | (_, Endpoint::Unix { .. }) => Ok(socket),
+        (tls, Endpoint::Tcp { host, .. }) => {
+            start_tls(socket, host, tls, target.tls_root_cert.as_deref())
+        }
+    }
+}
+
 /// Wraps `socket` in TLS as `tls` asks; `host` is the name to verify.
 pub fn start_tls(
-    socket: Socket,
+    socket: Conn,
     host: &str,
     tls: &Tls,
     root_cert: Option<&std::path::Path>,
@@ -166,7 +129,7 @@ pub fn start_tls(
         .with_safe_default_protocol_versions()
         .map_err(|e| Verdict::Fatal(format!("TLS set-up failed: {e}")))?;
     let config = match tls {
-        Tls::Off => return Ok(Conn::Plain(socket)),
+        Tls::Off => return Ok(socket),
         Tls::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
@@ -206,7 +169,7 @@ pub fn start_tls(
             );
         }
     }
-    Ok(Conn::Tls(Box::new(StreamOwned::new(conn, socket))))
+    Ok(Box::new(StreamOwned::new(conn, socket)))
 }
 
 fn load_roots(path: Option<&std::path::Path>) -> Result<RootCertStore, Verdict> {
