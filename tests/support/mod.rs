@@ -102,6 +102,10 @@ impl Run {
             .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
             .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
             .env("T", dir.path())
+            // The temp dir, not the checkout: a dropped user may not be
+            // able to enter a root-only clone (Airflow 2's gunicorn chdirs
+            // back to its start directory).
+            .current_dir(dir.path())
             .stdin(Stdio::null());
         Run { command, dir, mode }
     }
@@ -148,6 +152,10 @@ impl Run {
             .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
             .env("HOME", "/root")
             .env("T", dir.path())
+            // The temp dir, not the checkout: a dropped user may not be
+            // able to enter a root-only clone (Airflow 2's gunicorn chdirs
+            // back to its start directory).
+            .current_dir(dir.path())
             .stdin(Stdio::null());
         Run {
             command,
