@@ -104,6 +104,17 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, Failure> {
     })
 }
 
+/// The text that `--help`, `--version` and `--list-settings` print; None
+/// for the actions that run.
+pub fn informational_text(action: Action) -> Option<String> {
+    match action {
+        Action::Help => Some(help_text()),
+        Action::Version => Some(version_text()),
+        Action::ListSettings => Some(settings_table()),
+        Action::Run | Action::PrintEnv | Action::WaitOnly | Action::Healthcheck => None,
+    }
+}
+
 pub fn version_text() -> String {
     format!("airflow-entrypoint {}\n", env!("CARGO_PKG_VERSION"))
 }

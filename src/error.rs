@@ -44,7 +44,7 @@ impl Failure {
             128 + signal,
             format!(
                 "received SIG{} during start-up; stopping before the command was started",
-                crate::supervisor::signals::signal_name(signal)
+                crate::signals::signal_name(signal)
             ),
         )
     }

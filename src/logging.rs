@@ -4,6 +4,7 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -11,7 +12,11 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
+use crate::error::{code, Failure};
 use crate::redact::redact;
+
+/// The format `init` chose; a failure before it is written as plain text.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -61,6 +66,7 @@ pub fn current_phase() -> &'static str {
 
 /// Installs the global subscriber. Returns false if one was already set.
 pub fn init(format: LogFormat, level: LevelFilter) -> bool {
+    let _ = FORMAT.set(format);
     let subscriber = tracing_subscriber::registry()
         .with(level)
         .with(LineWriter { format });
@@ -83,6 +89,32 @@ pub fn write_failure_line(format: Option<LogFormat>, message: &str) {
         }
     }
     write_stderr_raw(line.as_bytes());
+}
+
+/// The end of a failed start-up: its one line, then its exit code.
+pub fn exit_with(failure: Failure) -> ! {
+    write_failure_line(FORMAT.get().copied(), &failure.message);
+    std::process::exit(failure.exit_code);
+}
+
+/// PID 1 must never die by accident: a panic is logged and becomes exit 70.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let message =
+            format!("internal error (a bug, please report it): panic{location}: {payload}");
+        write_failure_line(FORMAT.get().copied(), &message);
+        std::process::exit(code::INTERNAL);
+    }));
 }
 
 /// One write(2) per line, retried on EINTR, errors ignored: a closed stderr

@@ -11,7 +11,7 @@ use tracing_subscriber::filter::LevelFilter;
 
 use crate::error::Failure;
 use crate::logging::LogFormat;
-use crate::supervisor::signals::parse_signal;
+use crate::signals::{parse_signal, SignalScope};
 
 pub const PREFIX: &str = "AIRFLOW_ENTRYPOINT_";
 
@@ -107,12 +107,6 @@ pub fn find_by_flag(flag: &str) -> Option<&'static SettingDoc> {
     SETTINGS
         .iter()
         .find(|s| s.flag_name().as_deref() == Some(flag))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalScope {
-    Group,
-    Child,
 }
 
 /// The validated settings.

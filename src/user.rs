@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{getegid, geteuid, getuid, setgroups, setresgid, setresuid, setuid, Gid, Uid};
 
+use crate::env::layers::{Layered, Source};
 use crate::error::{code, Failure};
+use crate::settings::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswdEntry {
@@ -348,6 +350,55 @@ pub fn passwd_path() -> PathBuf {
 
 pub fn group_path() -> PathBuf {
     PathBuf::from("/etc/group")
+}
+
+/// The user phase: drops root (or settles an arbitrary UID), sets the umask,
+/// and exports HOME, USER, LOGNAME and AIRFLOW_HOME for everything started
+/// afterwards.
+pub fn become_service_user(settings: &Settings, layers: &mut Layered) -> Result<Identity, Failure> {
+    let user_name = layers.get("ASTRONOMER_USER").unwrap_or("astro").to_string();
+    let uid_text = layers.get("ASTRONOMER_UID").unwrap_or("5000").to_string();
+    let uid: u32 = uid_text.trim().parse().map_err(|_| {
+        Failure::config(format!(
+            "{}={uid_text:?} is not a UID; expected a number such as 5000",
+            layers.describe("ASTRONOMER_UID")
+        ))
+    })?;
+    let passwd = passwd_path();
+    let group = group_path();
+    let identity = establish(&UserRequest {
+        passwd_path: &passwd,
+        group_path: &group,
+        user_name: &user_name,
+        user_name_source: &layers.describe("ASTRONOMER_USER"),
+        uid,
+        uid_source: &layers.describe("ASTRONOMER_UID"),
+        airflow_home: layers.get("AIRFLOW_HOME"),
+        run_as_root: settings.run_as_root,
+        create_user: settings.create_user,
+        no_new_privs: settings.no_new_privs,
+        impersonation: layers.get("AIRFLOW__CORE__DEFAULT_IMPERSONATION").is_some(),
+    })?;
+    if !identity.root {
+        let from_passwd = || Source::Derived("the service user's passwd entry".into());
+        layers.set("HOME", identity.home.clone(), from_passwd());
+        layers.set("USER", identity.name.clone(), from_passwd());
+        layers.set("LOGNAME", identity.name.clone(), from_passwd());
+    }
+    if layers.get("AIRFLOW_HOME").is_none() {
+        let home = layers
+            .get("HOME")
+            .unwrap_or(&identity.home)
+            .trim_end_matches('/')
+            .to_string();
+        layers.set(
+            "AIRFLOW_HOME",
+            format!("{home}/airflow"),
+            Source::Derived("Airflow's default, ~/airflow of the service user".into()),
+        );
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(settings.umask));
+    Ok(identity)
 }
 
 #[cfg(test)]

@@ -1,66 +1,119 @@
 //! Readiness: is the metadata database (and the Celery broker) really
-//! answering? Each probe speaks just enough of the server's protocol to
-//! know; `wait` retries them within a budget. Probes only read URLs and
-//! talk to servers; they never start processes.
+//! answering? Which URLs a command needs, the budget from the settings, and
+//! the wait itself (retries, back-off, verdicts) on top of the wire clients.
+//! It never reaps or starts a process: `_CMD` URLs resolve through the
+//! runner that `main` hands in, and a SIGCHLD is left in the inbox.
 
-pub mod amqp;
-pub mod mysql;
-pub mod postgres;
-pub mod redis;
-pub mod transport;
-pub mod url;
 pub mod wait;
 
-use std::time::Duration;
+use crate::env::layers::Layered;
+use crate::env::urls::{self, Runner};
+use crate::error::Failure;
+use crate::settings::{self, Settings, WaitMode};
+use crate::signals::SignalInbox;
+use crate::wire;
+use wait::WaitTarget;
 
-use url::{Kind, Target};
-
-/// The outcome of one probe attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Ready,
-    /// Not ready yet; worth retrying. The reason is for the log.
-    NotYet(String),
-    /// Up but refusing us for good (wrong password, no such database, ...).
-    Fatal(String),
+/// What the command needs, as the Airflow rules tell.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// A component or DB-using command: the metadata database.
+    pub database: bool,
+    /// A Celery worker or flower, or a scheduler with a Celery executor.
+    pub broker: bool,
+    /// `--wait-only` with no COMMAND: the database by default.
+    pub wait_only_default: bool,
 }
 
-/// One attempt against `target`.
-pub fn probe(target: &Target, timeout: Duration) -> Verdict {
-    match target.kind {
-        Kind::Postgres => postgres::probe(target, timeout),
-        Kind::Mysql => mysql::probe(target, timeout),
-        Kind::Redis | Kind::RedisSentinel => redis::probe(target, timeout),
-        Kind::Amqp => amqp::probe(target, timeout),
-        Kind::Sqlite => sqlite_check(target),
+/// The resolve phase: every URL the command waits for, resolved (running
+/// `_CMD`/`_SECRET` through `run`), parsed and logged masked.
+pub fn resolve_targets(
+    settings: &Settings,
+    layers: &Layered,
+    needs: Needs,
+    run: &mut Runner<'_>,
+) -> Result<Vec<WaitTarget>, Failure> {
+    let mut targets = Vec::new();
+    for (which, label) in wait_plan(settings, needs) {
+        let resolved = urls::resolve(which, layers, run)?;
+        let target = wire::url::parse(&resolved.url)
+            .map_err(|e| Failure::config(format!("{}: {e}", resolved.origin)))?;
+        tracing::info!(
+            url = resolved.url.as_str(),
+            origin = resolved.origin.as_str(),
+            "{label}"
+        );
+        targets.push(WaitTarget {
+            label,
+            target,
+            shown_url: wire::url::mask(&resolved.url),
+            origin: resolved.origin,
+        });
     }
+    Ok(targets)
 }
 
-/// SQLite needs no server: the file's directory must exist and be writable
-/// by the service user (we have already dropped to it).
-fn sqlite_check(target: &Target) -> Verdict {
-    use nix::unistd::{access, AccessFlags};
-    let Some(path) = target.sqlite_path.as_deref() else {
-        return Verdict::Ready; // in memory
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Verdict::Fatal(format!(
-            "the directory {} of the SQLite file does not exist; create it or fix the URL",
-            dir.display()
-        ));
+/// The wait phase: until every target answers, within the budget.
+pub fn wait_until_ready(
+    inbox: &SignalInbox,
+    settings: &Settings,
+    layers: &Layered,
+    targets: Vec<WaitTarget>,
+) -> Result<(), Failure> {
+    let budget = wait_budget(settings, layers)?;
+    if budget.total.is_zero() {
+        if !targets.is_empty() {
+            tracing::info!("CONNECTION_CHECK_MAX_COUNT=0: not waiting");
+        }
+        return Ok(());
     }
-    let writable = |p: &std::path::Path| access(p, AccessFlags::W_OK).is_ok();
-    if !writable(&dir) || (path.exists() && !writable(path)) {
-        return Verdict::Fatal(format!(
-            "the SQLite file {} is not writable by this user (UID {}); fix the ownership or mode of {}",
-            path.display(),
-            nix::unistd::getuid(),
-            dir.display()
-        ));
+    wait::wait_for_all(inbox, targets, budget)
+}
+
+/// Which URLs to wait for: WAIT=auto follows the command (the metadata DB
+/// for components and DB commands, the broker for Celery workers and a
+/// scheduler with a Celery executor); `always` waits for the DB whatever the
+/// command; `never` skips it all.
+fn wait_plan(settings: &Settings, needs: Needs) -> Vec<(urls::Url, &'static str)> {
+    let (database, broker) = match settings.wait {
+        WaitMode::Never => (false, false),
+        WaitMode::Always => (true, needs.broker),
+        WaitMode::Auto => (needs.wait_only_default || needs.database, needs.broker),
+    };
+    let mut plan = Vec::new();
+    if database {
+        plan.push((urls::Url::MetadataDatabase, "metadata database"));
     }
-    Verdict::Ready
+    if broker {
+        plan.push((urls::Url::CeleryBroker, "Celery broker"));
+    }
+    plan
+}
+
+/// WAIT_TIMEOUT, else CONNECTION_CHECK_MAX_COUNT × CONNECTION_CHECK_SLEEP_TIME.
+fn wait_budget(settings: &Settings, layers: &Layered) -> Result<wait::Budget, Failure> {
+    let total = match settings.wait_timeout {
+        Some(total) => total,
+        None => {
+            let count_text = layers.get("CONNECTION_CHECK_MAX_COUNT").unwrap_or("20");
+            let count: u32 = count_text.trim().parse().map_err(|_| {
+                Failure::config(format!(
+                    "{}={count_text:?} is not a whole number; expected e.g. 20 (0 = do not wait)",
+                    layers.describe("CONNECTION_CHECK_MAX_COUNT")
+                ))
+            })?;
+            let sleep_text = layers.get("CONNECTION_CHECK_SLEEP_TIME").unwrap_or("3");
+            let sleep = settings::parse_seconds(sleep_text).ok_or_else(|| {
+                Failure::config(format!(
+                    "{}={sleep_text:?} is not a number of seconds; expected e.g. 3",
+                    layers.describe("CONNECTION_CHECK_SLEEP_TIME")
+                ))
+            })?;
+            sleep.saturating_mul(count)
+        }
+    };
+    Ok(wait::Budget {
+        total,
+        max_interval: settings.wait_interval,
+    })
 }

@@ -10,12 +10,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::transport::REFUSED;
-use super::url::{Endpoint, Target};
-use super::{probe, Verdict};
 use crate::error::{code, Failure};
-use crate::supervisor::reap::reap_all;
-use crate::supervisor::signals::{is_terminating, SignalInbox};
+use crate::signals::{is_terminating, SignalInbox};
+use crate::wire::transport::REFUSED;
+use crate::wire::url::{Endpoint, Target};
+use crate::wire::{probe, Verdict};
 
 /// What to wait for, and how to name it in messages.
 pub struct WaitTarget {
@@ -93,7 +92,8 @@ pub fn wait_for_all(
                 return Err(Failure::interrupted(signal));
             }
             if signal == libc::SIGCHLD {
-                reap_all(&[]);
+                // Not ours to reap: the supervisor does, at its next look.
+                inbox.put_back(signal);
             }
         }
         drain(&wake_read);

@@ -1,11 +1,13 @@
-//! The supervisor: the child is spawned, then we only forward and reap until
-//! it exits; after that we stop what it left behind and report its status.
-//! Invariant: once the child exists we never bail out early — every error
-//! path still reaps, forwards and waits for the child.
+//! The supervisor: the one spawn-and-reap mechanism (start-up steps and
+//! `_CMD`s use it too), then the main child: we only forward and reap until
+//! it exits, stop what it left behind and report its status. It imports no
+//! phase, only the leaves (signals, error, logging). Invariant: once the
+//! child exists we never bail out early — every path still reaps, forwards
+//! and waits for the child.
 
+pub mod program;
 pub mod reap;
 pub mod shutdown;
-pub mod signals;
 pub mod spawn;
 pub mod steps;
 pub mod trim;
@@ -17,10 +19,10 @@ use nix::unistd::{getpid, Pid};
 
 use crate::error::Failure;
 use crate::logging::{enter_phase, Phase};
-use crate::settings::SignalScope;
+use crate::signals::SignalScope;
+use crate::signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
 use reap::{reap_all, ChildExit};
-use signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
-use spawn::Spawned;
+use spawn::{spawn, SpawnRequest, Spawned};
 
 /// How the supervisor treats the child, resolved from settings and command.
 #[derive(Debug, Clone)]
@@ -31,6 +33,43 @@ pub struct Policy {
     pub term_delay: Duration,
     pub signal_map: Vec<(i32, Option<i32>)>,
     pub exit_code_map: Vec<(i32, i32)>,
+}
+
+/// The main child, started and ready to be supervised.
+pub struct Supervised {
+    pub child: Spawned,
+    pub policy: Policy,
+    pub is_pid1: bool,
+}
+
+/// Becomes the reaper, takes a last look at start-up signals and spawns the
+/// main child; from here on `supervise` owns it.
+pub fn start_child(
+    inbox: &SignalInbox,
+    request: &SpawnRequest<'_>,
+    policy: Policy,
+    user: (&str, u32),
+) -> Result<Supervised, Failure> {
+    let is_pid1 = become_reaper();
+    check_startup_signals(inbox)?;
+    let child = spawn(request)?;
+    tracing::info!(
+        pid = child.pid.as_raw(),
+        command = request.program.display().to_string(),
+        user = user.0,
+        uid = user.1,
+        scope = match policy.scope {
+            SignalScope::Group => "group",
+            SignalScope::Child => "child",
+        },
+        pid1 = is_pid1,
+        "started the command"
+    );
+    Ok(Supervised {
+        child,
+        policy,
+        is_pid1,
+    })
 }
 
 /// True when we are the namespace's init. Otherwise become a child

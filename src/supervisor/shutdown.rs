@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getpid, Pid};
 
 use super::reap::reap_all;
-use super::signals::SignalInbox;
+use crate::signals::SignalInbox;
 
 /// How long we wait for SIGKILLed processes to be reaped before exiting
 /// anyway (a process stuck in uninterruptible sleep must not hang us).

@@ -13,9 +13,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::reap::{reap_all, ChildExit};
-use super::signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
 use super::spawn::{spawn, SpawnRequest};
 use crate::error::Failure;
+use crate::signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
 
 /// A `_CMD`, `_SECRET` or `_PASSWORD_CMD` command must finish within this.
 pub const CMD_TIME_LIMIT: Duration = Duration::from_secs(60);
@@ -105,6 +105,19 @@ pub fn run_step(
 /// get-value`) as a captured step: `argv[0]` looked up on `path_var`, at
 /// most `limit`; its stdout when it exits 0. Every failure is a
 /// configuration error naming `what`.
+/// A runner for `_CMD`-style commands of the resolve phase: each runs with
+/// `env` and `path_var`, under CMD_TIME_LIMIT, and gives its stdout.
+pub fn command_runner(
+    inbox: &SignalInbox,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    path_var: Option<std::ffi::OsString>,
+) -> impl FnMut(&[String], &str) -> Result<String, Failure> + '_ {
+    move |argv, what| {
+        let path_var = path_var.as_deref();
+        captured_output(inbox, argv, &env, path_var, CMD_TIME_LIMIT, what)
+    }
+}
+
 pub fn captured_output(
     inbox: &SignalInbox,
     argv: &[String],
@@ -116,7 +129,7 @@ pub fn captured_output(
     let (name, args) = argv
         .split_first()
         .ok_or_else(|| Failure::config(format!("{what} is empty")))?;
-    let program = crate::command::find_program(std::ffi::OsStr::new(name), path_var)
+    let program = crate::supervisor::program::find_program(std::ffi::OsStr::new(name), path_var)
         .map_err(|f| Failure::config(format!("{what}: {}", f.message)))?;
     let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
     let outcome = run_step(

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::command::airflow_subcommand;
-use crate::env_layers::Layered;
+use crate::airflow::components::airflow_subcommand;
+use crate::env::layers::Layered;
 
 const BUDGET: Duration = Duration::from_secs(5);
 
@@ -50,7 +50,7 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
             .and_then(|p| p.trim().parse::<u16>().ok())
             .unwrap_or(default)
     };
-    let planned = crate::command::plan(command, major);
+    let planned = crate::airflow::components::plan(command, major);
     match airflow_subcommand(&planned.argv) {
         Some(("api-server", _)) => Check::Http {
             port: port("AIRFLOW__API__PORT", 8080),
@@ -97,7 +97,7 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect_timeout(addr, BUDGET).map_err(|e| {
         format!(
             "127.0.0.1:{port}: {}",
-            crate::readiness::transport::io_reason(&e)
+            crate::wire::transport::io_reason(&e)
         )
     })?;
     let left = BUDGET
@@ -141,7 +141,7 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env_layers::Source;
+    use crate::env::layers::Source;
 
     fn argv(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()

@@ -6,8 +6,8 @@
 
 use std::path::PathBuf;
 
-use crate::cfg_file::cfg_get;
-use crate::env_layers::Layered;
+use crate::env::cfg_file::cfg_get;
+use crate::env::layers::Layered;
 use crate::error::Failure;
 
 /// What to resolve.
@@ -180,7 +180,7 @@ fn from_config_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env_layers::Source;
+    use crate::env::layers::Source;
 
     fn no_run(_: &[String], _: &str) -> Result<String, Failure> {
         panic!("nothing should run")

@@ -8,13 +8,13 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::airflow_version::{self, Version};
-use crate::command::find_program;
-use crate::env_layers::{Layered, Source};
+use crate::airflow::version::{self, Version};
+use crate::env::layers::{Layered, Source};
 use crate::error::Failure;
-use crate::settings::parse_bool;
+use crate::settings::{parse_bool, Settings};
+use crate::signals::SignalInbox;
+use crate::supervisor::program::find_program;
 use crate::supervisor::reap::ChildExit;
-use crate::supervisor::signals::SignalInbox;
 use crate::supervisor::spawn::SpawnRequest;
 use crate::supervisor::steps::run_step;
 
@@ -38,6 +38,24 @@ pub struct Steps<'a> {
     pub init_dir: &'a Path,
     pub init_dir_explicit: bool,
     pub limit: Duration,
+}
+
+/// The start-up phase: every step, in order, as the settings say.
+pub fn run_all(
+    inbox: &SignalInbox,
+    settings: &Settings,
+    layers: &mut Layered,
+    version: Option<Version>,
+) -> Result<(), Failure> {
+    Steps {
+        inbox,
+        layers,
+        version,
+        init_dir: &settings.init_dir,
+        init_dir_explicit: settings.init_dir_explicit,
+        limit: settings.step_timeout,
+    }
+    .run_all()
 }
 
 fn flag(layers: &Layered, name: &str) -> Result<bool, Failure> {
@@ -289,7 +307,7 @@ impl Steps<'_> {
         let script = find_program(OsStr::new("airflow"), path.as_deref()).ok();
         let python = script
             .as_deref()
-            .and_then(airflow_version::interpreter)
+            .and_then(version::interpreter)
             .or_else(|| {
                 // The `python` beside the `airflow` script (a venv's bin).
                 let beside = script.as_deref()?.parent()?.join("python");

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::env_file::parse_env_file;
+use crate::env::file::parse_env_file;
 use crate::error::Failure;
 
 /// Where a variable's value came from.

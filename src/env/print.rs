@@ -2,7 +2,7 @@
 //! start-up switches) with the layer it came from, secrets masked. It only
 //! formats; it never resolves, runs or drops anything.
 
-use crate::env_layers::Layered;
+use crate::env::layers::Layered;
 use crate::redact::mask_value;
 
 fn shown(name: &str) -> bool {

@@ -1,7 +1,9 @@
-//! Signal intake for the whole process: every asynchronous signal is blocked
-//! first thing in `main` and read through one signalfd. Blocked signals are
-//! never discarded by the kernel, not even for a PID-namespace init with no
-//! handler, so nothing sent during start-up is lost. Also signal names.
+//! Signal intake for the whole process, a leaf every phase may use: every
+//! asynchronous signal is blocked first thing in `main` and read through one
+//! signalfd. Blocked signals are never discarded by the kernel, not even for
+//! a PID-namespace init with no handler, so nothing sent during start-up is
+//! lost. Also signal names, parsing and the forwardable and terminating sets.
+//! It imports no other module of the crate and never acts on a signal itself.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -11,7 +13,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::error::Failure;
+/// Where forwarded signals go: the child's whole process group, or the
+/// child alone (Celery's warm shutdown wants the latter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalScope {
+    Group,
+    Child,
+}
 
 /// Synchronous signals: raised by a fault of the process itself. They stay
 /// unblocked (blocking them turns a fault into an unkillable loop) and are
@@ -101,21 +109,27 @@ pub fn is_terminating(signal: i32) -> bool {
 /// The process-wide signal inbox.
 pub struct SignalInbox {
     fd: SignalFd,
+    /// Signals a phase read but left for a later one (readiness sees SIGCHLD
+    /// but never reaps): handed out again by the next `drain`.
+    put_back: std::cell::RefCell<Vec<i32>>,
 }
 
 impl SignalInbox {
     /// Blocks every asynchronous signal for this thread (and every thread
     /// started later, which inherits the mask) and opens the signalfd.
-    pub fn install() -> Result<SignalInbox, Failure> {
+    pub fn install() -> Result<SignalInbox, String> {
         let mut mask = SigSet::all();
         for signal in SYNCHRONOUS {
             mask.remove(signal);
         }
         mask.thread_set_mask()
-            .map_err(|e| Failure::internal(format!("blocking signals failed: {e}")))?;
+            .map_err(|e| format!("blocking signals failed: {e}"))?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(|e| Failure::internal(format!("signalfd failed: {e}")))?;
-        Ok(SignalInbox { fd })
+            .map_err(|e| format!("signalfd failed: {e}"))?;
+        Ok(SignalInbox {
+            fd,
+            put_back: std::cell::RefCell::new(Vec::new()),
+        })
     }
 
     /// Waits until a signal arrives, `other` becomes readable, or `deadline`
@@ -146,9 +160,17 @@ impl SignalInbox {
         self.drain()
     }
 
-    /// Reads every pending signal without waiting.
+    /// Leaves `signal` for whoever drains the inbox next.
+    pub fn put_back(&self, signal: i32) {
+        let mut kept = self.put_back.borrow_mut();
+        if !kept.contains(&signal) {
+            kept.push(signal);
+        }
+    }
+
+    /// Reads every pending signal without waiting (first those put back).
     pub fn drain(&self) -> Vec<i32> {
-        let mut signals = Vec::new();
+        let mut signals = std::mem::take(&mut *self.put_back.borrow_mut());
         while let Ok(Some(info)) = self.fd.read_signal() {
             signals.push(info.ssi_signo as i32);
         }

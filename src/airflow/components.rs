@@ -1,0 +1,224 @@
+//! Airflow's component names: which bare names run as `airflow NAME`, the
+//! version-aware renames (webserver ↔ api-server, worker → celery worker),
+//! each component's default signal handling, and which commands need the
+//! database or the broker. It only reads argv; it never looks at files.
+
+use std::ffi::OsString;
+
+/// Airflow subcommands that need the metadata database (components and
+/// DB-using commands), per the Airflow 2 and 3 CLIs.
+const USES_DATABASE: &[&str] = &[
+    "scheduler",
+    "webserver",
+    "api-server",
+    "triggerer",
+    "dag-processor",
+    "worker",
+    "flower",
+    "standalone",
+    "celery",
+    "kerberos",
+    "db",
+    "users",
+    "roles",
+    "connections",
+    "variables",
+    "pools",
+    "dags",
+    "tasks",
+    "jobs",
+    "sync-perm",
+    "assets",
+    "backfill",
+    "internal-api",
+    "fab-db",
+];
+
+/// The Airflow subcommand COMMAND runs: `scheduler` given bare, or
+/// `airflow scheduler`. None for other programs.
+pub fn airflow_subcommand(command: &[OsString]) -> Option<(&str, &[OsString])> {
+    let (first, rest) = command.split_first()?;
+    let first = first.to_str()?;
+    if first == "airflow" || first.ends_with("/airflow") {
+        let (sub, rest) = rest.split_first()?;
+        return Some((sub.to_str()?, rest));
+    }
+    is_airflow_command(first).then_some((first, rest))
+}
+
+/// Names that are run as `airflow NAME` when given bare.
+pub fn is_airflow_command(name: &str) -> bool {
+    USES_DATABASE.contains(&name)
+        || matches!(
+            name,
+            "config"
+                | "info"
+                | "version"
+                | "cheat-sheet"
+                | "providers"
+                | "plugins"
+                | "rotate-fernet-key"
+        )
+}
+
+/// COMMAND after the Airflow rules: bare Airflow names run as `airflow
+/// NAME`, with the version-aware renames; everything else as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub argv: Vec<OsString>,
+    /// One line for the log when a rename applied.
+    pub note: Option<String>,
+    /// A Celery worker: its default signal scope is `child` (warm shutdown).
+    pub celery_worker: bool,
+    /// Signals go to the main process only by default: Celery workers (warm
+    /// shutdown) and `standalone` (a SIGINT to its whole group leaves it
+    /// hanging; told alone, it stops its components itself).
+    pub child_scope: bool,
+    /// `standalone` treats SIGTERM as a crash (it exits at once and leaves
+    /// its ~40 children behind) and SIGINT as the request to stop: TERM is
+    /// forwarded as INT unless SIGNAL_MAP says otherwise.
+    pub term_as_int: bool,
+    /// It needs the metadata database (so WAIT=auto waits for it).
+    pub needs_database: bool,
+    /// It needs the Celery broker; `plan` leaves it false, as it does not
+    /// know the executor: see `uses_celery_broker`.
+    pub needs_broker: bool,
+}
+
+/// `major`: the installed Airflow's major version (3 when unknown).
+pub fn plan(command: &[OsString], major: u32) -> Planned {
+    let mut note = None;
+    let argv: Vec<OsString> = match command.split_first() {
+        Some((first, rest)) if first.to_str().is_some_and(is_airflow_command) => {
+            let name = first.to_str().unwrap_or_default();
+            let renamed: &[&str] = match (name, major) {
+                ("webserver", 3..) => &["api-server"],
+                ("api-server", 0..=2) => &["webserver"],
+                ("worker", _) => &["celery", "worker"],
+                ("flower", _) => &["celery", "flower"],
+                _ => &[],
+            };
+            let mut argv = vec![OsString::from("airflow")];
+            if renamed.is_empty() {
+                argv.push(first.clone());
+            } else {
+                note = Some(format!(
+                    "`{name}` runs `airflow {}` on Airflow {major}",
+                    renamed.join(" ")
+                ));
+                argv.extend(renamed.iter().map(OsString::from));
+            }
+            argv.extend(rest.iter().cloned());
+            argv
+        }
+        _ => command.to_vec(),
+    };
+    let celery_worker = matches!(
+        airflow_subcommand(&argv),
+        Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker")
+    );
+    let child_scope = celery_worker || matches!(airflow_subcommand(&argv), Some(("standalone", _)));
+    let term_as_int = matches!(airflow_subcommand(&argv), Some(("standalone", _)));
+    let needs_database = uses_metadata_database(&argv);
+    Planned {
+        argv,
+        note,
+        celery_worker,
+        child_scope,
+        term_as_int,
+        needs_database,
+        needs_broker: false,
+    }
+}
+
+/// True when COMMAND needs the metadata database (so it waits for it).
+pub fn uses_metadata_database(command: &[OsString]) -> bool {
+    airflow_subcommand(command).is_some_and(|(sub, _)| USES_DATABASE.contains(&sub))
+}
+
+/// True when COMMAND needs the Celery broker: a worker or flower, or a
+/// scheduler whose executor list names a Celery executor.
+pub fn uses_celery_broker(command: &[OsString], executor: Option<&str>) -> bool {
+    match airflow_subcommand(command) {
+        Some(("worker" | "flower", _)) => true,
+        Some(("celery", rest)) => rest
+            .first()
+            .and_then(|a| a.to_str())
+            .is_some_and(|a| matches!(a, "worker" | "flower")),
+        Some(("scheduler", _)) => executor.is_some_and(|list| {
+            list.split(',').any(|e| {
+                let name = e.trim().rsplit('.').next().unwrap_or("");
+                name.starts_with("Celery")
+            })
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn bare_airflow_names_are_mapped_by_version() {
+        let p = plan(&argv(&["webserver", "--port", "8080"]), 3);
+        assert_eq!(p.argv, argv(&["airflow", "api-server", "--port", "8080"]));
+        assert!(p.note.is_some());
+        assert_eq!(
+            plan(&argv(&["api-server"]), 2).argv,
+            argv(&["airflow", "webserver"])
+        );
+        assert_eq!(
+            plan(&argv(&["webserver"]), 2).argv,
+            argv(&["airflow", "webserver"])
+        );
+        let w = plan(&argv(&["worker"]), 3);
+        assert_eq!(w.argv, argv(&["airflow", "celery", "worker"]));
+        assert!(w.celery_worker);
+        assert!(plan(&argv(&["airflow", "celery", "worker"]), 3).celery_worker);
+        assert_eq!(
+            plan(&argv(&["airflow", "webserver"]), 3).argv,
+            argv(&["airflow", "webserver"])
+        );
+        assert_eq!(
+            plan(&argv(&["bash", "-c", "x"]), 3).argv,
+            argv(&["bash", "-c", "x"])
+        );
+        assert!(!plan(&argv(&["scheduler"]), 3).celery_worker);
+        assert!(!plan(&argv(&["scheduler"]), 3).child_scope);
+        assert!(plan(&argv(&["standalone"]), 3).term_as_int);
+        assert!(plan(&argv(&["standalone"]), 3).child_scope);
+        assert!(!plan(&argv(&["scheduler"]), 3).term_as_int);
+        assert!(!plan(&argv(&["api-server"]), 3).child_scope);
+    }
+
+    #[test]
+    fn which_commands_use_the_database_and_broker() {
+        assert!(uses_metadata_database(&argv(&["scheduler"])));
+        assert!(uses_metadata_database(&argv(&["airflow", "db", "migrate"])));
+        assert!(!uses_metadata_database(&argv(&["version"])));
+        assert!(!uses_metadata_database(&argv(&["bash", "-c", "x"])));
+        assert!(uses_celery_broker(&argv(&["worker"]), None));
+        assert!(uses_celery_broker(&argv(&["celery", "worker"]), None));
+        assert!(!uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("LocalExecutor")
+        ));
+        assert!(uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("LocalExecutor,CeleryExecutor")
+        ));
+        assert!(uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("CeleryKubernetesExecutor")
+        ));
+        assert!(uses_celery_broker(
+            &argv(&["scheduler"]),
+            Some("airflow.providers.celery.executors.celery_executor.CeleryExecutor")
+        ));
+    }
+}
