@@ -78,7 +78,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("KILL_TIMEOUT", "seconds", "`5`", "After the main child exits, the processes left behind get SIGTERM, then SIGKILL after this long."),
     own("TERM_DELAY", "seconds", "`0`", "Hold a SIGTERM this long before forwarding it (lets a Kubernetes Service drop the endpoint first). A second TERM or an INT forwards at once."),
     own("EXIT_CODE_MAP", "`FROM:TO,...`", "unset", "Rewrites the child's exit status on the way out (128+N for signal N counts), e.g. `143:0`. Never applies to the entrypoint's own failures."),
-    own("SIGNAL_MAP", "`FROM:TO,...`", "unset", "Rewrites a forwarded signal, by name without `SIG`, e.g. `TERM:INT`; `TO` may be `NONE` to drop it."),
+    own("SIGNAL_MAP", "`FROM:TO,...`", "unset", "Rewrites a forwarded signal, by name without `SIG`, e.g. `TERM:INT`; `TO` may be `NONE` to drop it. `FROM` cannot be KILL, STOP or CHLD (such an entry never applies: exit 78)."),
     own("ENV_DIR", "path", "`/etc/airflow-entrypoint/env.d`", "Image defaults: every `*.env` file here, in lexical order, is the lowest layer of the environment. A missing default directory is an empty layer; a directory named explicitly must exist."),
     own("ENV_FILES", "paths, `:`-separated", "unset", "Deployment env files (a mounted ConfigMap or Secret), read in order above the image defaults and below the container's environment. Each must exist."),
     own("LOG_ENV", "bool", "`false`", "Log the `--print-env` table (secrets masked) at every start-up."),
@@ -88,7 +88,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("UMASK", "octal", "`0002`", "The umask of every process started (group-writable files, for GID-0 setups such as OpenShift)."),
     own("WAIT", "`auto`\\|`always`\\|`never`", "`auto`", "Which commands wait for the metadata database (and the Celery broker): `auto` the Airflow components and DB commands; `always` every command, and none; `never` no waiting."),
     own("WAIT_TIMEOUT", "seconds", "`CONNECTION_CHECK_MAX_COUNT` × `CONNECTION_CHECK_SLEEP_TIME`", "The whole waiting budget; when it is spent, exit 69 with the last reason."),
-    own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
+    own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts, above 0; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
     own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
     own("STEP_TIMEOUT", "seconds", "`3600`", "Time limit of each start-up step (pip, migration, admin user, init script); past it the step is killed and start-up fails."),
     compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),
@@ -316,7 +316,17 @@ impl Settings {
                 .transpose()?,
             wait_interval: match raw.wait_interval.as_deref() {
                 None => Duration::from_millis(250),
-                Some(v) => seconds(s, "WAIT_INTERVAL", v)?.max(Duration::from_millis(10)),
+                Some(v) => match seconds(s, "WAIT_INTERVAL", v)? {
+                    zero if zero.is_zero() => {
+                        return Err(bad(
+                            s,
+                            "WAIT_INTERVAL",
+                            v,
+                            "a pause above 0 (0 would retry without pause); e.g. `0.25`",
+                        ))
+                    }
+                    interval => interval.max(Duration::from_millis(10)),
+                },
             },
             init_dir_explicit: raw.init_dir.is_some(),
             init_dir: raw
@@ -424,6 +434,14 @@ fn signal_map(sources: &Sources, value: &str) -> Result<Vec<(i32, Option<i32>)>,
             let (from, to) = pair.ok_or_else(|| bad(sources, "SIGNAL_MAP", value, expected))?;
             let from =
                 parse_signal(from).ok_or_else(|| bad(sources, "SIGNAL_MAP", value, expected))?;
+            if matches!(from, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) {
+                let why = format!(
+                    "{} cannot be caught (KILL, STOP) or is never forwarded (CHLD), so an entry \
+                     for it never applies; remove it",
+                    crate::signals::signal_name(from)
+                );
+                return Err(bad(sources, "SIGNAL_MAP", value, &why));
+            }
             let to = if to.eq_ignore_ascii_case("NONE") {
                 None
             } else {
@@ -510,6 +528,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.env_files.len(), 2);
+    }
+
+    #[test]
+    fn signal_map_rejects_sources_that_can_never_apply() {
+        for value in ["KILL:TERM", "TERM:INT,STOP:NONE", "CHLD:USR1"] {
+            let e =
+                Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", value)]), &[]).unwrap_err();
+            assert_eq!(e.exit_code, 78, "{value}");
+            assert!(e.message.contains("never applies"), "{}", e.message);
+            assert!(
+                e.message.contains("AIRFLOW_ENTRYPOINT_SIGNAL_MAP"),
+                "{}",
+                e.message
+            );
+        }
+        // As a target KILL is fine: it is what some users want TERM to become.
+        assert!(
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", "TERM:KILL")]), &[]).is_ok()
+        );
+    }
+
+    #[test]
+    fn wait_interval_zero_is_rejected() {
+        for value in ["0", "0.0", "0.000"] {
+            let e = Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_WAIT_INTERVAL", value)]), &[])
+                .unwrap_err();
+            assert_eq!(e.exit_code, 78, "{value}");
+            assert!(e.message.contains("above 0"), "{}", e.message);
+        }
+        let s =
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_WAIT_INTERVAL", "0.001")]), &[]).unwrap();
+        assert_eq!(s.wait_interval, Duration::from_millis(10));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// Where forwarded signals go: the child's whole process group, or the
@@ -21,17 +21,15 @@ pub enum SignalScope {
     Child,
 }
 
-/// Synchronous signals: raised by a fault of the process itself. They stay
-/// unblocked (blocking them turns a fault into an unkillable loop) and are
-/// never forwarded.
-const SYNCHRONOUS: [Signal; 6] = [
-    Signal::SIGSEGV,
-    Signal::SIGBUS,
-    Signal::SIGILL,
-    Signal::SIGFPE,
-    Signal::SIGTRAP,
-    Signal::SIGSYS,
-];
+/// A signal as the inbox read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub signal: i32,
+    /// Sent by the kernel itself (si_code SI_KERNEL), not by a process:
+    /// for SIGHUP and SIGCONT that is a terminal's hang-up or hand-over,
+    /// which the kernel also delivers to the processes on that terminal.
+    pub by_kernel: bool,
+}
 
 const NAMES: [&str; 32] = [
     "0", "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
@@ -81,21 +79,18 @@ pub fn parse_signal(text: &str) -> Option<i32> {
     }
 }
 
-/// Signals that are passed on to the child: every one but KILL, STOP, CHLD
-/// and the synchronous ones, real-time signals included.
+/// Signals that are passed on to the child: every one but KILL, STOP and
+/// CHLD, real-time signals included. A SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+/// SIGTRAP or SIGSYS that reaches the inbox was sent by another process
+/// with kill(): a real fault of ours never does (see `install`).
 pub fn is_forwardable(signal: i32) -> bool {
-    !matches!(
-        signal,
-        libc::SIGKILL
-            | libc::SIGSTOP
-            | libc::SIGCHLD
-            | libc::SIGSEGV
-            | libc::SIGBUS
-            | libc::SIGILL
-            | libc::SIGFPE
-            | libc::SIGTRAP
-            | libc::SIGSYS
-    ) && signal > 0
+    !matches!(signal, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) && signal > 0
+}
+
+/// Job-control stops: forwarded, then the entrypoint stops itself (not as
+/// PID 1), so that a shell sees the job stop.
+pub fn is_job_stop(signal: i32) -> bool {
+    matches!(signal, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
 }
 
 /// Signals that end start-up before the child exists.
@@ -115,13 +110,14 @@ pub struct SignalInbox {
 }
 
 impl SignalInbox {
-    /// Blocks every asynchronous signal for this thread (and every thread
-    /// started later, which inherits the mask) and opens the signalfd.
+    /// Blocks every signal for this thread (and every thread started later,
+    /// which inherits the mask) and opens the signalfd. The synchronous ones
+    /// (SEGV, BUS, ILL, FPE, TRAP, SYS) are blocked too, so that one sent
+    /// with kill() is read and forwarded rather than dropped: a real fault
+    /// is still fatal, because the kernel's forced delivery unblocks the
+    /// signal, resets it to its default action and clears PID 1's immunity.
     pub fn install() -> Result<SignalInbox, String> {
-        let mut mask = SigSet::all();
-        for signal in SYNCHRONOUS {
-            mask.remove(signal);
-        }
+        let mask = SigSet::all();
         mask.thread_set_mask()
             .map_err(|e| format!("blocking signals failed: {e}"))?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
@@ -136,6 +132,11 @@ impl SignalInbox {
     /// passes; returns every signal that was pending (possibly none). With no
     /// deadline this sleeps in the kernel: no wake-ups while idle.
     pub fn wait(&self, deadline: Option<Instant>, other: Option<BorrowedFd<'_>>) -> Vec<i32> {
+        self.sleep(deadline, other);
+        self.drain()
+    }
+
+    fn sleep(&self, deadline: Option<Instant>, other: Option<BorrowedFd<'_>>) {
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(at) => {
@@ -157,7 +158,6 @@ impl SignalInbox {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        self.drain()
     }
 
     /// Leaves `signal` for whoever drains the inbox next.
@@ -170,9 +170,35 @@ impl SignalInbox {
 
     /// Reads every pending signal without waiting (first those put back).
     pub fn drain(&self) -> Vec<i32> {
-        let mut signals = std::mem::take(&mut *self.put_back.borrow_mut());
+        self.drain_received()
+            .into_iter()
+            .map(|r| r.signal)
+            .collect()
+    }
+
+    /// As `wait`, with where each signal came from.
+    pub fn wait_received(
+        &self,
+        deadline: Option<Instant>,
+        other: Option<BorrowedFd<'_>>,
+    ) -> Vec<Received> {
+        self.sleep(deadline, other);
+        self.drain_received()
+    }
+
+    fn drain_received(&self) -> Vec<Received> {
+        let mut signals: Vec<Received> = std::mem::take(&mut *self.put_back.borrow_mut())
+            .into_iter()
+            .map(|signal| Received {
+                signal,
+                by_kernel: false,
+            })
+            .collect();
         while let Ok(Some(info)) = self.fd.read_signal() {
-            signals.push(info.ssi_signo as i32);
+            signals.push(Received {
+                signal: info.ssi_signo as i32,
+                by_kernel: info.ssi_code == libc::SI_KERNEL,
+            });
         }
         signals
     }
@@ -194,13 +220,59 @@ mod tests {
         assert_eq!(parse_signal("RTMIN+999"), None);
     }
 
+    /// A real fault with every signal blocked, as PID 1 of a new PID
+    /// namespace: the kernel's forced delivery must still kill the process
+    /// (not loop on the faulting instruction, not be dropped as for init).
     #[test]
-    fn forwardable_excludes_kill_stop_chld_and_synchronous() {
-        for s in [9, 19, 17, 11, 7, 4, 8, 5, 31] {
+    fn a_real_fault_still_kills_pid1_with_everything_blocked() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root for a PID namespace");
+            return;
+        }
+        // SAFETY: the forked children only make plain syscalls and then
+        // either fault or _exit; they never return into the test harness.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => unsafe {
+                if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(101);
+                }
+                let init = libc::fork();
+                if init == 0 {
+                    if libc::getpid() != 1 || SignalInbox::install().is_err() {
+                        libc::_exit(102);
+                    }
+                    let null: *const u8 = std::ptr::null();
+                    let _ = std::ptr::read_volatile(null);
+                    libc::_exit(103);
+                }
+                let mut status = 0;
+                libc::waitpid(init, &mut status, 0);
+                let code = if libc::WIFSIGNALED(status) {
+                    libc::WTERMSIG(status)
+                } else {
+                    100 + libc::WEXITSTATUS(status)
+                };
+                libc::_exit(code);
+            },
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, libc::SIGSEGV),
+                    "PID 1 did not die of its own SIGSEGV"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn forwardable_excludes_only_kill_stop_and_chld() {
+        for s in [9, 19, 17, 0] {
             assert!(!is_forwardable(s), "{s}");
         }
+        // Synchronous signals sent with kill() are forwarded, as dumb-init does.
         for s in [
-            1, 2, 3, 6, 10, 12, 13, 14, 15, 16, 18, 20, 21, 22, 23, 28, 30,
+            1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 18, 20, 21, 22, 23, 28, 30, 31,
         ] {
             assert!(is_forwardable(s), "{s}");
         }

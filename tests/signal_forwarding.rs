@@ -23,15 +23,7 @@ fn signals_reach_the_child(mode: Mode) {
         (libc::SIGUSR1, "USR1"),
         (libc::SIGUSR2, "USR2"),
     ];
-    for (i, (signal, name)) in names.iter().enumerate() {
-        running.signal(*signal);
-        let got = wait_until(secs(20), || {
-            let got = running.dir.read("got");
-            (got.lines().count() > i).then_some(got)
-        })
-        .unwrap_or_else(|| panic!("{name} never reached the child"));
-        assert_eq!(got.lines().nth(i), Some(*name), "{got}");
-    }
+    running.expect_recorded_in_order(&names);
     running.signal(libc::SIGTERM);
     let status = running.wait(secs(20));
     assert_eq!(status.code(), Some(0));

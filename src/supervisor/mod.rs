@@ -20,9 +20,12 @@ use nix::unistd::{getpid, Pid};
 use crate::error::Failure;
 use crate::logging::{enter_phase, Phase};
 use crate::signals::SignalScope;
-use crate::signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
+use crate::signals::{
+    is_forwardable, is_job_stop, is_terminating, signal_name, Received, SignalInbox,
+};
 use reap::{reap_all, ChildExit};
 use spawn::{spawn, SpawnRequest, Spawned};
+use std::os::unix::fs::OpenOptionsExt;
 
 /// How the supervisor treats the child, resolved from settings and command.
 #[derive(Debug, Clone)]
@@ -53,6 +56,11 @@ pub fn start_child(
     let is_pid1 = become_reaper();
     check_startup_signals(inbox)?;
     let child = spawn(request)?;
+    // The child keeps the directory it started in; PID 1 lives on for the
+    // container's life and must not pin a mount it never uses.
+    if let Err(e) = nix::unistd::chdir("/") {
+        tracing::debug!(error = %e, "could not move to /");
+    }
     tracing::info!(
         pid = child.pid.as_raw(),
         command = request.program.display().to_string(),
@@ -127,10 +135,30 @@ pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1:
             tracing::error!("the child vanished without an exit status");
             break ChildExit::Code(crate::error::code::INTERNAL);
         }
+        if !is_pid1 && child.previous_foreground.is_some() {
+            // The terminal stopped the child's group (Ctrl-Z): stop with it,
+            // so that the shell that started us sees the job stop.
+            if let Some(&(_, stop)) = reaped.stopped.iter().find(|(_, s)| is_job_stop(*s)) {
+                suspend_with_child(child, stop);
+            }
+        }
         let deadline = [held_term, grace_deadline].into_iter().flatten().min();
-        for signal in inbox.wait(deadline, None) {
+        for Received { signal, by_kernel } in inbox.wait_received(deadline, None) {
             if signal == libc::SIGCHLD {
                 continue; // reaped at the top of the loop
+            }
+            // The kernel's SIGHUP and SIGCONT for a terminal (a hand-over, a
+            // hang-up, an orphaned group) are not a user's request: CONT is
+            // never passed on, HUP only to a child on our terminal.
+            let on_our_terminal = child.previous_foreground.is_some();
+            if by_kernel
+                && (signal == libc::SIGCONT || (signal == libc::SIGHUP && !on_our_terminal))
+            {
+                tracing::debug!(
+                    signal = signal_name(signal),
+                    "sent by the kernel for the terminal; not forwarded"
+                );
+                continue;
             }
             if signal == libc::SIGTERM && !policy.term_delay.is_zero() && held_term.is_none() {
                 held_term = Some(Instant::now() + policy.term_delay);
@@ -144,6 +172,15 @@ pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1:
                 forward(child, policy, libc::SIGTERM, &mut grace_deadline);
             }
             forward(child, policy, signal, &mut grace_deadline);
+            // A child on our terminal reports its own stop (above); one in a
+            // session of its own cannot, so we stop after forwarding.
+            if is_job_stop(signal)
+                && !is_pid1
+                && child.previous_foreground.is_none()
+                && on_terminal()
+            {
+                suspend_with_child(child, signal);
+            }
         }
         let now = Instant::now();
         if held_term.is_some_and(|at| at <= now) {
@@ -183,6 +220,44 @@ pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1:
         spawn::restore_terminal(child.previous_foreground);
     }
     map_exit_code(exit.status_code(), &policy.exit_code_map)
+}
+
+/// Job control, not as PID 1: stops the entrypoint itself (the terminal back
+/// to our group first, when the child had it), and once a shell continues
+/// us, hands the terminal back and continues the child's group.
+fn suspend_with_child(child: &Spawned, stop: i32) {
+    tracing::debug!(
+        signal = signal_name(stop),
+        "the child stopped; stopping too"
+    );
+    spawn::restore_terminal(child.previous_foreground);
+    if child.previous_foreground.is_none() {
+        // In a session of its own the child's group is orphaned, and the
+        // kernel ignores a default TSTP/TTIN/TTOU there: STOP it with us.
+        let _ = kill(
+            Pid::from_raw(-child.pgid.as_raw()),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+    }
+    // Delivered before kill() returns; we run on only once continued.
+    let _ = kill(getpid(), nix::sys::signal::Signal::SIGSTOP);
+    if child.previous_foreground.is_some() {
+        let _ = nix::unistd::tcsetpgrp(std::io::stdin(), child.pgid);
+    }
+    let _ = kill(
+        Pid::from_raw(-child.pgid.as_raw()),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    tracing::debug!("continued; so is the child");
+}
+
+/// True when the entrypoint has a controlling terminal.
+fn on_terminal() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+        .is_ok()
 }
 
 fn map_exit_code(status: i32, map: &[(i32, i32)]) -> i32 {

@@ -28,6 +28,8 @@ pub struct Reaped {
     pub others: usize,
     /// waitpid said ECHILD: no child of ours is left at all.
     pub none_left: bool,
+    /// Watched children that stopped (job control), with the stop signal.
+    pub stopped: Vec<(Pid, i32)>,
 }
 
 /// Reaps every child that has exited, without blocking. Uses libc directly:
@@ -38,11 +40,13 @@ pub fn reap_all(watched: &[Pid]) -> Reaped {
         watched: Vec::new(),
         others: 0,
         none_left: false,
+        stopped: Vec::new(),
     };
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: waitpid writes only into `status`, a valid local.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        // WUNTRACED: a stop is reported once, so this loop still ends.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
         if pid == 0 {
             return result;
         }
@@ -59,6 +63,11 @@ pub fn reap_all(watched: &[Pid]) -> Reaped {
         } else if libc::WIFSIGNALED(status) {
             ChildExit::Signal(libc::WTERMSIG(status))
         } else {
+            if libc::WIFSTOPPED(status) && watched.contains(&Pid::from_raw(pid)) {
+                result
+                    .stopped
+                    .push((Pid::from_raw(pid), libc::WSTOPSIG(status)));
+            }
             continue;
         };
         record(&mut result, watched, Pid::from_raw(pid), exit);

@@ -167,6 +167,7 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
     let url = url.trim();
     let ctx = Ctx {
         shown: show(&mask(url)),
+        clear: shape_is_clear(url),
     };
     if url.is_empty() {
         return Err(UrlError {
@@ -184,7 +185,11 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
 }
 
 /// The URL with the password replaced by *** (used in every message and log line).
+/// A URL whose shape cannot be told shows only its scheme.
 pub fn mask(url: &str) -> String {
+    if !url.trim().is_empty() && !shape_is_clear(url.trim()) {
+        return shown_less(url.trim());
+    }
     let mut out = String::with_capacity(url.len());
     for (i, segment) in split_segments(url).into_iter().enumerate() {
         if i > 0 {
@@ -242,6 +247,50 @@ fn starts_with_scheme(s: &str) -> bool {
 }
 
 /// `scheme://rest`, only when the part before the first `://` is a well-formed scheme.
+/// Whether masking can be trusted to find the password: every segment
+/// starts with `scheme://`, and one without userinfo has a host whose port,
+/// if any, is digits. A typo (`postgresql//`, no scheme, a missing `@`)
+/// otherwise leaves a password where a scheme, host or port is read.
+fn shape_is_clear(url: &str) -> bool {
+    split_segments(url).into_iter().all(|segment| {
+        let Some((_, rest)) = split_scheme(segment.trim()) else {
+            return false;
+        };
+        if split_userinfo(rest).0.is_some() {
+            return true;
+        }
+        let hostport = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let port = match hostport.strip_prefix('[') {
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((_, after)) => after.strip_prefix(':').unwrap_or(after),
+                None => return false,
+            },
+            None => match hostport.split_once(':') {
+                Some((_, port)) => port,
+                None => "",
+            },
+        };
+        port.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// What may be shown of a URL of unknown shape: its scheme when the text
+/// starts with one we know, and `***` for the rest.
+fn shown_less(url: &str) -> String {
+    let token_end = url
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(url.len());
+    let token = url.get(..token_end).unwrap_or_default();
+    let followed_by_separator = url
+        .get(token_end..)
+        .is_some_and(|rest| rest.starts_with([':', '/']));
+    if followed_by_separator && is_scheme_token(token) && classify(token).is_some() {
+        format!("{token}:***")
+    } else {
+        "***".to_string()
+    }
+}
+
 fn split_scheme(segment: &str) -> Option<(&str, &str)> {
     segment
         .split_once("://")
@@ -481,11 +530,24 @@ fn stronger(a: Tls, b: Tls) -> Tls {
 // Errors
 
 struct Ctx {
-    /// The whole input, masked and made printable.
+    /// The whole input, masked and made printable (only its scheme when its
+    /// shape cannot be told).
     shown: String,
+    /// `shape_is_clear`: host and port text may be quoted in messages.
+    clear: bool,
 }
 
 impl Ctx {
+    /// A piece of the host-and-port text for a message. In a URL of unclear
+    /// shape it may be the password (a missing `@`), so it is not shown.
+    fn fragment(&self, text: &str) -> String {
+        if self.clear {
+            format!("`{}`", show(text))
+        } else {
+            "(not shown: with no `@` it may be the password)".to_string()
+        }
+    }
+
     fn err(&self, found: impl fmt::Display, expected: impl fmt::Display) -> UrlError {
         UrlError {
             message: format!("found {found} in `{}`; expected {expected}", self.shown),
@@ -502,11 +564,14 @@ fn parse_port(text: &str, ctx: &Ctx) -> Result<Option<u16>, UrlError> {
     }
     let expected = "a port number from 1 to 65535";
     if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ctx.err(format!("non-numeric port `{}`", show(text)), expected));
+        return Err(ctx.err(format!("non-numeric port {}", ctx.fragment(text)), expected));
     }
     match text.parse::<u16>() {
         Ok(port) if port != 0 => Ok(Some(port)),
-        _ => Err(ctx.err(format!("port `{}` out of range", show(text)), expected)),
+        _ => Err(ctx.err(
+            format!("port {} out of range", ctx.fragment(text)),
+            expected,
+        )),
     }
 }
 
@@ -547,13 +612,13 @@ fn parse_hostport(
     if let Some(bracketed) = text.strip_prefix('[') {
         let Some((inner, after)) = bracketed.split_once(']') else {
             return Err(ctx.err(
-                format!("unclosed `[` in host `{}`", show(text)),
+                format!("unclosed `[` in host {}", ctx.fragment(text)),
                 HOST_EXPECTED,
             ));
         };
         let Some(host) = ipv6_host(inner) else {
             return Err(ctx.err(
-                format!("invalid IPv6 address `{}`", show(inner)),
+                format!("invalid IPv6 address {}", ctx.fragment(inner)),
                 HOST_EXPECTED,
             ));
         };
@@ -562,7 +627,7 @@ fn parse_hostport(
             None if after.is_empty() => None,
             None => {
                 return Err(ctx.err(
-                    format!("`{}` after the IPv6 address", show(after)),
+                    format!("{} after the IPv6 address", ctx.fragment(after)),
                     HOST_EXPECTED,
                 ));
             }
@@ -583,7 +648,7 @@ fn parse_hostport(
     };
     if port.contains(':') {
         return Err(ctx.err(
-            format!("several `:` in host `{}`", show(text)),
+            format!("several `:` in host {}", ctx.fragment(text)),
             "an IPv6 address in brackets, like [::1]:5432",
         ));
     }
@@ -592,7 +657,10 @@ fn parse_hostport(
         return Ok((None, port));
     }
     if !is_hostname(host) {
-        return Err(ctx.err(format!("invalid host `{}`", show(host)), HOST_EXPECTED));
+        return Err(ctx.err(
+            format!("invalid host {}", ctx.fragment(host)),
+            HOST_EXPECTED,
+        ));
     }
     Ok((Some(host.to_string()), port))
 }
@@ -1970,6 +2038,67 @@ mod tests {
         }
     }
 
+    /// Typos whose shape hides where the password is: missing `:` after the
+    /// scheme, no scheme at all, a missing `@` (the password reads as a
+    /// port or a host), stray text.
+    fn malformed_secret_urls() -> Vec<String> {
+        let p = SECRET;
+        vec![
+            format!("postgresql//airflow:{p}@db/airflow"),
+            format!("postgresql:/airflow:{p}@db/airflow"),
+            format!("//airflow:{p}@db/airflow"),
+            format!("airflow:{p}@db/airflow"),
+            format!("postgresql://airflow:{p}db/airflow"),
+            format!("postgresql://airflow:{p}/airflow"),
+            format!("postgresql://airflow:{p}"),
+            format!("mysql://airflow:{p}#db/airflow"),
+            format!("redis://:{p}"),
+            format!("amqp://guest:{p}rabbit:5672//"),
+            format!("postgresql:airflow:{p}@db/airflow"),
+            format!("{p}"),
+            format!("password={p}"),
+            format!("Error: could not read secret {p}"),
+            format!("postgresql://airflow:{p}@db/airflow garbage"),
+            format!("host=db user=airflow password={p} dbname=airflow"),
+            format!("postgresql+psycopg2//airflow:{p}@db:5432/airflow?sslmode=require"),
+        ]
+    }
+
+    #[test]
+    fn malformed_urls_show_the_scheme_when_recognisable_and_what_was_expected() {
+        let e = parse(&format!("postgresql//airflow:{SECRET}@db/airflow")).unwrap_err();
+        assert!(e.message.contains("in `postgresql:***`"), "{}", e.message);
+        assert!(
+            e.message.contains("expected a URL such as"),
+            "{}",
+            e.message
+        );
+        let e = parse(&format!("//airflow:{SECRET}@db/airflow")).unwrap_err();
+        assert!(e.message.contains("in `***`"), "{}", e.message);
+        let e = parse(&format!("amqp://guest:{SECRET}rabbit:5672//")).unwrap_err();
+        assert!(e.message.contains("in `amqp:***`"), "{}", e.message);
+        assert!(e.message.contains("not shown"), "{}", e.message);
+        assert_eq!(mask("password-only-text"), "***");
+        // A port of digits, IPv6 and no userinfo are still clear shapes.
+        assert!(parse("postgresql://db:5432/airflow").is_ok());
+        assert!(parse("postgresql://[::1]:5432/airflow").is_ok());
+    }
+
+    #[test]
+    fn malformed_urls_never_show_the_password() {
+        for url in malformed_secret_urls() {
+            match parse(&url) {
+                Err(e) => {
+                    assert!(!e.message.contains(SECRET), "{url} -> {}", e.message);
+                    assert!(!format!("{e:?}").contains(SECRET), "{url}");
+                }
+                Ok(t) => assert!(!format!("{t:?}").contains(SECRET), "{url}"),
+            }
+            let masked = mask(&url);
+            assert!(!masked.contains(SECRET), "{url} -> {masked}");
+        }
+    }
+
     #[test]
     fn mask_hides_password_in_valid_and_rejected_urls() {
         for url in secret_urls().into_iter().chain(secret_error_urls()) {
@@ -2012,7 +2141,8 @@ mod tests {
             "oracle://scott:***@db/orcl"
         );
         assert_eq!(mask(""), "");
-        assert_eq!(mask("garbage"), "garbage");
+        // No shape to trust: only a known scheme is shown.
+        assert_eq!(mask("garbage"), "***");
     }
 
     // ----- Properties ------------------------------------------------------------------------

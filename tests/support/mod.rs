@@ -244,6 +244,24 @@ impl Running {
         // SAFETY: kill(2) with plain integers.
         unsafe { libc::kill(pid, signal) };
     }
+    /// Sends each signal in turn and waits until the child has appended its
+    /// name to $T/got, in that order.
+    pub fn expect_recorded_in_order(&self, signals: &[(i32, &str)]) {
+        for (i, (signal, name)) in signals.iter().enumerate() {
+            self.signal(*signal);
+            let got = wait_until(Duration::from_secs(20), || {
+                let got = self.dir.read("got");
+                (got.lines().count() > i).then_some(got)
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name} never reached the child; stderr:\n{}",
+                    self.dir.read("stderr")
+                )
+            });
+            assert_eq!(got.lines().nth(i), Some(*name), "{got}");
+        }
+    }
     /// Waits for a file under the temp dir to exist (and be non-empty).
     pub fn wait_file(&mut self, name: &str, bound: Duration) -> String {
         let path = self.dir.join(name);
