@@ -38,7 +38,7 @@ fn main() {
     // returns, before the long supervision begins: PID 1 keeps only that.
     let code = match start(&inbox) {
         Ok(Started::Done(code)) => code,
-        Ok(Started::Supervise(s)) => supervisor::supervise(&inbox, &s.child, &s.policy, s.is_pid1),
+        Ok(Started::Supervise(started)) => supervisor::supervise(&inbox, *started),
         Err(failure) => exit_with(failure),
     };
     std::process::exit(code);
@@ -48,7 +48,7 @@ fn main() {
 /// main child to supervise.
 enum Started {
     Done(i32),
-    Supervise(Supervised),
+    Supervise(Box<Supervised>),
 }
 
 fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
@@ -58,6 +58,10 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
         return Ok(Started::Done(print_stdout(&text)));
     }
     let settings = load_settings(&invocation.flags)?;
+    // Armed as root: v1 registers its eventfd in a root-owned file.
+    let oom = (invocation.action == Action::Run)
+        .then(supervisor::oom::arm)
+        .flatten();
 
     enter_phase(Phase::Environment);
     let mut layers = env::load(&settings)?;
@@ -98,8 +102,9 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     enter_phase(Phase::Command);
     let launch = command::prepare(&settings, &layers, &planned)?;
     let user = (identity.name.as_str(), identity.uid);
-    let started = supervisor::start_child(inbox, &launch.request(), launch.policy.clone(), user)?;
-    Ok(Started::Supervise(started))
+    let request = launch.request();
+    let started = supervisor::start_child(inbox, &request, launch.policy.clone(), user, oom)?;
+    Ok(Started::Supervise(Box::new(started)))
 }
 
 /// The settings phase: AIRFLOW_ENTRYPOINT_* and flags, then logging as

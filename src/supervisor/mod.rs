@@ -5,6 +5,7 @@
 //! child exists we never bail out early — every path still reaps, forwards
 //! and waits for the child.
 
+pub mod oom;
 pub mod program;
 pub mod reap;
 pub mod shutdown;
@@ -23,7 +24,7 @@ use crate::signals::SignalScope;
 use crate::signals::{
     is_forwardable, is_job_stop, is_terminating, signal_name, Received, SignalInbox,
 };
-use reap::{reap_all, ChildExit};
+use reap::{reap_all, reap_all_noting_kills, ChildExit};
 use spawn::{spawn, SpawnRequest, Spawned};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -43,6 +44,10 @@ pub struct Supervised {
     pub child: Spawned,
     pub policy: Policy,
     pub is_pid1: bool,
+    /// For the exit summary: the program, and when it started.
+    pub command: String,
+    pub started: Instant,
+    pub oom: Option<oom::OomWatch>,
 }
 
 /// Becomes the reaper, takes a last look at start-up signals and spawns the
@@ -52,6 +57,7 @@ pub fn start_child(
     request: &SpawnRequest<'_>,
     policy: Policy,
     user: (&str, u32),
+    oom: Option<oom::OomWatch>,
 ) -> Result<Supervised, Failure> {
     let is_pid1 = become_reaper();
     check_startup_signals(inbox)?;
@@ -77,6 +83,9 @@ pub fn start_child(
         child,
         policy,
         is_pid1,
+        command: request.program.display().to_string(),
+        started: Instant::now(),
+        oom,
     })
 }
 
@@ -117,13 +126,30 @@ pub fn startup_signal_verdict(signals: Vec<i32>) -> Result<(), Failure> {
 
 /// Supervises `child` until it exits and the rest is stopped; returns the
 /// exit code for the entrypoint (the child's status after EXIT_CODE_MAP).
-pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1: bool) -> i32 {
+pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
     enter_phase(Phase::Supervise);
     trim::release_startup_pages();
+    let Supervised {
+        child,
+        policy,
+        is_pid1,
+        command,
+        started,
+        mut oom,
+    } = supervised;
+    let (child, policy) = (&child, &policy);
     let mut held_term: Option<Instant> = None;
     let mut grace_deadline: Option<Instant> = None;
+    let mut orphans_reaped = 0;
     let exit = loop {
-        let reaped = reap_all(&[child.pid]);
+        let reaped = match oom {
+            Some(_) => reap_all_noting_kills(&[child.pid]),
+            None => reap_all(&[child.pid]),
+        };
+        orphans_reaped += reaped.others;
+        if let Some(watch) = oom.as_mut() {
+            name_oom_victims(watch, &reaped.killed);
+        }
         if let Some((_, exit)) = reaped.watched.first() {
             break *exit;
         }
@@ -143,7 +169,11 @@ pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1:
             }
         }
         let deadline = [held_term, grace_deadline].into_iter().flatten().min();
-        for Received { signal, by_kernel } in inbox.wait_received(deadline, None) {
+        let received = inbox.wait_received(deadline, oom.as_ref().and_then(|w| w.fd()));
+        if let Some(watch) = oom.as_mut() {
+            watch.on_notification();
+        }
+        for Received { signal, by_kernel } in received {
             if signal == libc::SIGCHLD {
                 continue; // reaped at the top of the loop
             }
@@ -215,11 +245,105 @@ pub fn supervise(inbox: &SignalInbox, child: &Spawned, policy: &Policy, is_pid1:
         ),
     }
     enter_phase(Phase::Shutdown);
-    shutdown::stop_stragglers(inbox, policy.kill_timeout, child.pgid, is_pid1);
+    let stragglers = shutdown::stop_stragglers(inbox, policy.kill_timeout, child.pgid, is_pid1);
     if !is_pid1 {
         spawn::restore_terminal(child.previous_foreground);
     }
+    if let Some(watch) = oom.as_mut() {
+        watch.on_notification();
+    }
+    log_exit_summary(&ExitSummary {
+        command: &command,
+        exit,
+        ran_for: started.elapsed(),
+        oom: oom.as_ref(),
+        orphans_reaped: orphans_reaped + stragglers.reaped,
+        stragglers,
+    });
     map_exit_code(exit.status_code(), &policy.exit_code_map)
+}
+
+/// Each SIGKILL death that an OOM kill accounts for, by pid and name.
+fn name_oom_victims(watch: &mut oom::OomWatch, killed: &[reap::Killed]) {
+    for victim in killed {
+        if !watch.claim_sigkill_death() {
+            continue;
+        }
+        // comm holds 15 bytes: a name that fills them was likely cut.
+        let name = if victim.name.len() >= 15 {
+            format!("{}…", victim.name)
+        } else {
+            victim.name.clone()
+        };
+        let role = if victim.watched {
+            "the main process, "
+        } else {
+            ""
+        };
+        tracing::error!(
+            pid = victim.pid.as_raw(),
+            name = name.as_str(),
+            "{role}pid {} ({name}) was killed by the OOM killer",
+            victim.pid
+        );
+    }
+}
+
+struct ExitSummary<'a> {
+    command: &'a str,
+    exit: ChildExit,
+    ran_for: Duration,
+    oom: Option<&'a oom::OomWatch>,
+    orphans_reaped: usize,
+    stragglers: shutdown::Stragglers,
+}
+
+/// One line when the main child has ended: how, after how long, and what
+/// else died or was stopped on the way (fields for the JSON format too).
+fn log_exit_summary(s: &ExitSummary<'_>) {
+    let how = match s.exit {
+        ChildExit::Code(code) => format!("exited with {code}"),
+        ChildExit::Signal(signal) => format!(
+            "was killed by SIG{} ({})",
+            signal_name(signal),
+            s.exit.status_code()
+        ),
+    };
+    let oom_kills = s.oom.map_or(0, |w| w.kills_seen());
+    let memory = match s.oom {
+        Some(w) => {
+            let peak = w
+                .usage_and_peak()
+                .1
+                .map_or("unknown".into(), oom::human_bytes);
+            format!(
+                "{oom_kills} OOM kill(s) (limit {}, peak {peak})",
+                oom::human_bytes(w.limit())
+            )
+        }
+        None => "OOM kills not watched".to_string(),
+    };
+    tracing::info!(
+        command = s.command,
+        exit_code = s.exit.status_code(),
+        signal = match s.exit {
+            ChildExit::Signal(signal) => signal_name(signal),
+            ChildExit::Code(_) => String::new(),
+        },
+        runtime_s = (s.ran_for.as_secs_f64() * 10.0).round() / 10.0,
+        oom_kills,
+        memory_limit = s.oom.map_or(0, |w| w.limit()),
+        memory_peak = s.oom.and_then(|w| w.usage_and_peak().1).unwrap_or(0),
+        orphans_reaped = s.orphans_reaped,
+        stragglers_term = s.stragglers.termed,
+        stragglers_kill = s.stragglers.killed,
+        "summary: {} {how} after {:.1} s; {memory}; {} orphan(s) reaped; stragglers: {} sent TERM, {} sent KILL",
+        s.command,
+        s.ran_for.as_secs_f64(),
+        s.orphans_reaped,
+        s.stragglers.termed,
+        s.stragglers.killed
+    );
 }
 
 /// Job control, not as PID 1: stops the entrypoint itself (the terminal back

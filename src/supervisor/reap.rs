@@ -30,28 +30,61 @@ pub struct Reaped {
     pub none_left: bool,
     /// Watched children that stopped (job control), with the stop signal.
     pub stopped: Vec<(Pid, i32)>,
+    /// With `note_kills`: every process reaped that died of SIGKILL, with
+    /// its command name, read while it was still a zombie.
+    pub killed: Vec<Killed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Killed {
+    pub pid: Pid,
+    pub name: String,
+    pub watched: bool,
 }
 
 /// Reaps every child that has exited, without blocking. Uses libc directly:
 /// a child killed by a real-time signal has no `nix::Signal` and must still
 /// be reaped and reported.
 pub fn reap_all(watched: &[Pid]) -> Reaped {
+    reap(watched, false)
+}
+
+/// As `reap_all`, and names each SIGKILL death (for the OOM diagnosis): a
+/// peek with WNOWAIT first, so /proc/PID/comm can still be read.
+pub fn reap_all_noting_kills(watched: &[Pid]) -> Reaped {
+    reap(watched, true)
+}
+
+fn reap(watched: &[Pid], note_kills: bool) -> Reaped {
     let mut result = Reaped {
         watched: Vec::new(),
         others: 0,
         none_left: false,
         stopped: Vec::new(),
+        killed: Vec::new(),
     };
     loop {
+        // A SIGKILL death seen by the peek is reaped by pid next, so that
+        // it is the one waitpid reports.
+        let mut which = -1;
+        if note_kills {
+            if let Some(killed) = peek_sigkill_death(watched) {
+                which = killed.pid.as_raw();
+                result.killed.push(killed);
+            }
+        }
         let mut status: libc::c_int = 0;
         // SAFETY: waitpid writes only into `status`, a valid local.
         // WUNTRACED: a stop is reported once, so this loop still ends.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        let pid = unsafe { libc::waitpid(which, &mut status, libc::WNOHANG | libc::WUNTRACED) };
         if pid == 0 {
             return result;
         }
         if pid < 0 {
             if Errno::last() == Errno::EINTR {
+                if which != -1 {
+                    result.killed.pop(); // peeked again on the next round
+                }
                 continue;
             }
             // ECHILD: nothing left to wait for.
@@ -72,6 +105,37 @@ pub fn reap_all(watched: &[Pid]) -> Reaped {
         };
         record(&mut result, watched, Pid::from_raw(pid), exit);
     }
+}
+
+/// The next child waitpid would report, if it died of SIGKILL: its pid and
+/// name, read while it is still a zombie (waitid with WNOWAIT leaves it).
+fn peek_sigkill_death(watched: &[Pid]) -> Option<Killed> {
+    // SAFETY: siginfo_t is plain data; waitid fills it in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes only into `info`, a valid local.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: after a successful waitid the child fields are set (pid 0
+    // when nothing is waiting).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if rc != 0 || pid == 0 || info.si_code != libc::CLD_KILLED || status != libc::SIGKILL {
+        return None;
+    }
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|n| n.trim_end_matches('\n').to_string())
+        .unwrap_or_default();
+    let pid = Pid::from_raw(pid);
+    Some(Killed {
+        pid,
+        name,
+        watched: watched.contains(&pid),
+    })
 }
 
 fn record(result: &mut Reaped, watched: &[Pid], pid: Pid, exit: ChildExit) {

@@ -16,17 +16,34 @@ use crate::signals::SignalInbox;
 /// anyway (a process stuck in uninterruptible sleep must not hang us).
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// What the shutdown did, for the exit summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stragglers {
+    /// Processes sent SIGTERM, and of those later SIGKILL.
+    pub termed: usize,
+    pub killed: usize,
+    /// Zombies reaped during the shutdown.
+    pub reaped: usize,
+}
+
 pub fn stop_stragglers(
     inbox: &SignalInbox,
     kill_timeout: Duration,
     child_pgid: Pid,
     is_pid1: bool,
-) {
-    if reap_all(&[]).none_left {
-        return;
+) -> Stragglers {
+    let mut done = Stragglers::default();
+    let reap = |done: &mut Stragglers| {
+        let reaped = reap_all(&[]);
+        done.reaped += reaped.others;
+        reaped.none_left
+    };
+    if reap(&mut done) {
+        return done;
     }
     let mut termed: HashSet<Pid> = HashSet::new();
     let count = send_to_rest(Signal::SIGTERM, is_pid1, child_pgid, &mut termed);
+    done.termed = count;
     tracing::info!(
         processes = count,
         kill_timeout_s = kill_timeout.as_secs_f64(),
@@ -34,9 +51,9 @@ pub fn stop_stragglers(
     );
     let deadline = Instant::now() + kill_timeout;
     loop {
-        if reap_all(&[]).none_left {
+        if reap(&mut done) {
             tracing::debug!("every process left behind has exited");
-            return;
+            return done;
         }
         if Instant::now() >= deadline {
             break;
@@ -46,23 +63,25 @@ pub fn stop_stragglers(
         let _ = inbox.wait(Some(deadline), None);
         if !is_pid1 {
             // Descendants reparented to us since the first round get TERM once.
-            send_to_rest(Signal::SIGTERM, false, child_pgid, &mut termed);
+            done.termed += send_to_rest(Signal::SIGTERM, false, child_pgid, &mut termed);
         }
     }
     let mut killed = HashSet::new();
     let count = send_to_rest(Signal::SIGKILL, is_pid1, child_pgid, &mut killed);
+    done.killed = count;
     tracing::warn!(
         processes = count,
         "processes still running after the kill timeout; sent SIGKILL"
     );
     let give_up = Instant::now() + AFTER_KILL_WAIT;
     while Instant::now() < give_up {
-        if reap_all(&[]).none_left {
-            return;
+        if reap(&mut done) {
+            return done;
         }
         let _ = inbox.wait(Some(give_up), None);
     }
     tracing::error!("some processes did not exit even after SIGKILL; exiting anyway");
+    done
 }
 
 /// Sends `signal` to what is left; returns how many processes were targeted.

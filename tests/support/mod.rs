@@ -4,6 +4,7 @@
 //! when a test ends — also when it fails.
 #![allow(dead_code)]
 
+pub mod cgroup;
 pub mod servers;
 
 use std::ffi::OsStr;
@@ -295,6 +296,11 @@ impl Running {
                 )
             }
         }
+    }
+    /// Waits for the exit (at most `bound`) and collects the output.
+    pub fn finish_within(mut self, bound: Duration) -> Finished {
+        let status = self.wait(bound);
+        self.finish(status)
     }
     /// The launcher's own PID (unshare, or the entrypoint itself).
     pub fn launcher_pid(&self) -> i32 {

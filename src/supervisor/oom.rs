@@ -1,0 +1,521 @@
+//! Death diagnosis: the container's memory cgroup, found once at start-up,
+//! and its OOM-kill counters, watched without polling (inotify on cgroup
+//! v2's memory.events, an eventfd on v1's memory.oom_control). The kernel
+//! raises the counter before it sends its SIGKILL, so a SIGKILL death seen
+//! while the counter rose was the OOM killer's. It only reads cgroup files;
+//! it never fails start-up and never signals a process.
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The hierarchy the memory controller is found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+/// A limit at or above this is "no limit" (v1 writes 2^63 rounded to pages).
+const NO_LIMIT: u64 = 1 << 62;
+
+/// The counters, as last read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    oom_kill: u64,
+    oom_group_kill: u64,
+}
+
+pub struct OomWatch {
+    version: CgroupVersion,
+    dir: PathBuf,
+    limit: u64,
+    /// inotify (v2) or eventfd (v1); None where the cgroupfs is read-only
+    /// for v1's registration: the counters are then read at each reap.
+    notify: Option<OwnedFd>,
+    seen: Counters,
+    /// OOM kills announced but not yet matched to a process we reaped.
+    unclaimed: u64,
+}
+
+/// Finds the memory cgroup of this process and arms the watch; None (with
+/// one debug line saying why) when there is nothing to watch.
+pub fn arm() -> Option<OomWatch> {
+    let found = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .zip(fs::read_to_string("/proc/self/mountinfo").ok())
+        .and_then(|(cgroup, mountinfo)| find_memory_cgroup(&cgroup, &mountinfo));
+    let Some((version, dir)) = found else {
+        tracing::debug!("OOM diagnosis off: no memory cgroup controller found");
+        return None;
+    };
+    match OomWatch::open(version, dir) {
+        Ok(watch) => Some(watch),
+        Err(why) => {
+            tracing::debug!("OOM diagnosis off: {why}");
+            None
+        }
+    }
+}
+
+/// The directory of our memory cgroup, from /proc/self/cgroup and
+/// /proc/self/mountinfo: the v1 memory hierarchy, else the v2 unified one
+/// when its root lists `memory`. Works both in a private cgroup namespace
+/// (path `/`) and in the host's (path `/docker/ID`, mount root `/` or the
+/// container's own directory).
+pub fn find_memory_cgroup(cgroup: &str, mountinfo: &str) -> Option<(CgroupVersion, PathBuf)> {
+    let mut v1_path = None;
+    let mut v2_path = None;
+    for line in cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            v2_path = Some(path);
+        } else if controllers.split(',').any(|c| c == "memory") {
+            v1_path = Some(path);
+        }
+    }
+    for line in mountinfo.lines() {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = before.split(' ').collect();
+        let (Some(root), Some(mount_point)) = (fields.get(3), fields.get(4)) else {
+            continue;
+        };
+        let mut after = after.split(' ');
+        let fstype = after.next().unwrap_or_default();
+        let super_options = after.nth(1).unwrap_or_default();
+        let (version, path) = match (fstype, v1_path, v2_path) {
+            ("cgroup", Some(path), _) if super_options.split(',').any(|o| o == "memory") => {
+                (CgroupVersion::V1, path)
+            }
+            ("cgroup2", _, Some(path)) if v1_path.is_none() => (CgroupVersion::V2, path),
+            _ => continue,
+        };
+        let dir = join_cgroup(&unescape(mount_point), &unescape(root), path)?;
+        if version == CgroupVersion::V2 && !has_memory_controller(&dir) {
+            return None;
+        }
+        return Some((version, dir));
+    }
+    None
+}
+
+/// mount point + (path below the mount's root).
+fn join_cgroup(mount_point: &str, root: &str, path: &str) -> Option<PathBuf> {
+    let relative = if root == "/" {
+        path
+    } else if path == root {
+        ""
+    } else if let Some(rest) = path.strip_prefix(root).filter(|r| r.starts_with('/')) {
+        rest
+    } else if path == "/" {
+        // A private cgroup namespace over a mount of its own directory.
+        ""
+    } else {
+        return None;
+    };
+    let mut dir = PathBuf::from(mount_point);
+    for part in relative.split('/').filter(|p| !p.is_empty() && *p != "..") {
+        dir.push(part);
+    }
+    Some(dir)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// v2: the memory controller is on when our cgroup has memory.events (the
+/// root cgroup has none, and neither has a subtree without `+memory`).
+fn has_memory_controller(dir: &Path) -> bool {
+    dir.join("memory.events").is_file()
+}
+
+impl OomWatch {
+    /// Arms the watch on the cgroup in `dir` (also used by tests, on a
+    /// directory tree they write). Err says why there is nothing to watch.
+    pub fn open(version: CgroupVersion, dir: PathBuf) -> Result<OomWatch, String> {
+        let limit = read_limit(version, &dir)
+            .ok_or_else(|| format!("no memory limit readable in {}", dir.display()))?;
+        if limit >= NO_LIMIT {
+            return Err(format!("no memory limit set on {}", dir.display()));
+        }
+        let seen = read_counters(version, &dir)
+            .ok_or_else(|| format!("no OOM counter readable in {}", dir.display()))?;
+        let notify = match version {
+            CgroupVersion::V2 => Some(inotify_on(&dir.join("memory.events"))?),
+            CgroupVersion::V1 => match eventfd_on(&dir) {
+                Ok(fd) => Some(fd),
+                Err(why) => {
+                    tracing::debug!(
+                        "no OOM notifications ({why}); OOM kills are read from the counter when a process is reaped"
+                    );
+                    None
+                }
+            },
+        };
+        tracing::debug!(
+            cgroup = dir.display().to_string(),
+            version = match version {
+                CgroupVersion::V1 => "v1",
+                CgroupVersion::V2 => "v2",
+            },
+            limit = human_bytes(limit),
+            "watching the memory cgroup for OOM kills"
+        );
+        Ok(OomWatch {
+            version,
+            dir,
+            limit,
+            notify,
+            seen,
+            unclaimed: 0,
+        })
+    }
+
+    /// What the supervisor's poll waits on, besides the signals.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.notify.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// The notification fd was readable: consume it and look at the counters.
+    pub fn on_notification(&mut self) {
+        if let Some(fd) = &self.notify {
+            let mut buf = [0u8; 512];
+            while matches!(nix::unistd::read(fd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+        }
+        self.refresh();
+    }
+
+    /// Re-reads the counters; logs one line for every rise. Notifications
+    /// coalesce, so this works from the differences.
+    fn refresh(&mut self) {
+        let Some(now) = read_counters(self.version, &self.dir) else {
+            return;
+        };
+        let new_kills = now.oom_kill.saturating_sub(self.seen.oom_kill);
+        let group_kills = now.oom_group_kill.saturating_sub(self.seen.oom_group_kill);
+        self.seen = now;
+        if new_kills == 0 && group_kills == 0 {
+            return;
+        }
+        self.unclaimed += new_kills;
+        let (usage, peak) = self.usage_and_peak();
+        let detail = format!(
+            "limit {}, usage {}, peak {}",
+            human_bytes(self.limit),
+            usage.map_or("unknown".into(), human_bytes),
+            peak.map_or("unknown".into(), human_bytes)
+        );
+        if group_kills > 0 {
+            tracing::error!(
+                oom_kills = new_kills,
+                oom_group_kills = group_kills,
+                "the kernel's OOM killer killed the whole cgroup (memory.oom.group) in this container ({detail})"
+            );
+        } else {
+            tracing::error!(
+                oom_kills = new_kills,
+                "the kernel's OOM killer killed {new_kills} process(es) in this container ({detail})"
+            );
+        }
+    }
+
+    /// A process we reaped died of SIGKILL: true when an OOM kill accounts
+    /// for it (the counter rose and no other death has claimed the rise).
+    pub fn claim_sigkill_death(&mut self) -> bool {
+        self.refresh();
+        if self.unclaimed == 0 {
+            return false;
+        }
+        self.unclaimed -= 1;
+        true
+    }
+
+    pub fn kills_seen(&self) -> u64 {
+        self.seen.oom_kill
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    pub fn usage_and_peak(&self) -> (Option<u64>, Option<u64>) {
+        let read = |name: &str| read_number(&self.dir.join(name));
+        match self.version {
+            CgroupVersion::V1 => (
+                read("memory.usage_in_bytes"),
+                read("memory.max_usage_in_bytes"),
+            ),
+            CgroupVersion::V2 => (read("memory.current"), read("memory.peak")),
+        }
+    }
+}
+
+fn read_number(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    if text == "max" {
+        return Some(u64::MAX);
+    }
+    text.parse().ok()
+}
+
+/// v2: memory.max; v1: the smaller of memory.limit_in_bytes and the
+/// hierarchical limit (a limit set on an ancestor cgroup).
+fn read_limit(version: CgroupVersion, dir: &Path) -> Option<u64> {
+    match version {
+        CgroupVersion::V2 => read_number(&dir.join("memory.max")),
+        CgroupVersion::V1 => {
+            let own = read_number(&dir.join("memory.limit_in_bytes"))?;
+            let hierarchical = fs::read_to_string(dir.join("memory.stat"))
+                .ok()
+                .and_then(|stat| key_value(&stat, "hierarchical_memory_limit"));
+            Some(hierarchical.map_or(own, |h| h.min(own)))
+        }
+    }
+}
+
+fn read_counters(version: CgroupVersion, dir: &Path) -> Option<Counters> {
+    let (file, group_key) = match version {
+        CgroupVersion::V2 => ("memory.events", Some("oom_group_kill")),
+        CgroupVersion::V1 => ("memory.oom_control", None),
+    };
+    let text = fs::read_to_string(dir.join(file)).ok()?;
+    Some(Counters {
+        oom_kill: key_value(&text, "oom_kill")?,
+        oom_group_kill: group_key.and_then(|k| key_value(&text, k)).unwrap_or(0),
+    })
+}
+
+/// `KEY N` lines (memory.events, memory.oom_control, memory.stat).
+fn key_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn inotify_on(file: &Path) -> Result<OwnedFd, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(file.as_os_str().as_bytes())
+        .map_err(|_| format!("bad path {}", file.display()))?;
+    // SAFETY: inotify_init1 takes flags only.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("inotify: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a valid fd and a NUL-terminated path that outlives the call.
+    let watch = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_MODIFY) };
+    if watch < 0 {
+        return Err(format!(
+            "inotify on {}: {}",
+            file.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(owned)
+}
+
+/// v1: an eventfd that the kernel signals on every OOM of the cgroup,
+/// registered by writing "EVENTFD OOM_CONTROL_FD" to cgroup.event_control.
+fn eventfd_on(dir: &Path) -> Result<OwnedFd, String> {
+    let control = fs::File::open(dir.join("memory.oom_control"))
+        .map_err(|e| format!("memory.oom_control: {e}"))?;
+    // SAFETY: eventfd takes an initial value and flags only.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let line = format!("{} {}", owned.as_raw_fd(), control.as_raw_fd());
+    fs::write(dir.join("cgroup.event_control"), line)
+        .map_err(|e| format!("cgroup.event_control: {e}"))?;
+    // The registration holds its own reference to memory.oom_control.
+    Ok(owned)
+}
+
+/// 2.0 GiB, 512.0 MiB, 1.9 GiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1_MOUNTS: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+";
+
+    #[test]
+    fn v1_in_the_hosts_cgroup_namespace() {
+        let cgroup = "4:memory:/docker/abc\n1:cpu:/\n0::/\n";
+        assert_eq!(
+            find_memory_cgroup(cgroup, V1_MOUNTS),
+            Some((
+                CgroupVersion::V1,
+                PathBuf::from("/sys/fs/cgroup/memory/docker/abc")
+            ))
+        );
+    }
+
+    #[test]
+    fn v1_with_the_containers_own_directory_mounted() {
+        // Docker on v1: the mount's root is the container's cgroup.
+        let mounts =
+            "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory\n";
+        for path in ["/docker/abc", "/"] {
+            let cgroup = format!("9:memory:{path}\n");
+            assert_eq!(
+                find_memory_cgroup(&cgroup, mounts),
+                Some((CgroupVersion::V1, PathBuf::from("/sys/fs/cgroup/memory"))),
+                "{path}"
+            );
+        }
+        assert_eq!(find_memory_cgroup("9:memory:/elsewhere\n", mounts), None);
+    }
+
+    #[test]
+    fn v2_is_found_only_with_its_memory_controller() {
+        let dir = std::env::temp_dir().join(format!("ae-oom-v2-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("kubepods/pod1")).unwrap();
+        let mounts = format!("30 23 0:27 / {} rw - cgroup2 cgroup2 rw\n", dir.display());
+        let cgroup = "0::/kubepods/pod1\n";
+        assert_eq!(find_memory_cgroup(cgroup, &mounts), None);
+        fs::write(dir.join("kubepods/pod1/memory.events"), "oom_kill 0\n").unwrap();
+        assert_eq!(
+            find_memory_cgroup(cgroup, &mounts),
+            Some((CgroupVersion::V2, dir.join("kubepods/pod1")))
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mount_points_with_escaped_spaces() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/x\\"), "/x\\");
+    }
+
+    #[test]
+    fn unknown_layouts_give_nothing() {
+        assert_eq!(find_memory_cgroup("", V1_MOUNTS), None);
+        assert_eq!(find_memory_cgroup("4:memory:/a\n", ""), None);
+        assert_eq!(find_memory_cgroup("garbage", "garbage"), None);
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_bytes(2 << 30), "2.0 GiB");
+        assert_eq!(human_bytes(64 << 20), "64.0 MiB");
+        assert_eq!(human_bytes(512), "512 B");
+    }
+
+    /// The v2 path on a directory tree the test writes (this machine may
+    /// have no cgroup2 memory controller): a real inotify on memory.events,
+    /// coalesced rises counted from the differences, group kills named.
+    #[test]
+    fn v2_events_from_a_written_tree() {
+        let dir = std::env::temp_dir().join(format!("ae-oom-tree-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let events = |kills: u64, group: u64| {
+            format!("low 0\nhigh 0\nmax 3\noom 2\noom_kill {kills}\noom_group_kill {group}\n")
+        };
+        fs::write(dir.join("memory.events"), events(0, 0)).unwrap();
+        fs::write(dir.join("memory.max"), "max\n").unwrap();
+        assert!(
+            OomWatch::open(CgroupVersion::V2, dir.clone()).is_err(),
+            "no limit: off"
+        );
+        fs::write(dir.join("memory.max"), format!("{}\n", 64u64 << 20)).unwrap();
+        fs::write(dir.join("memory.current"), format!("{}\n", 63u64 << 20)).unwrap();
+        fs::write(dir.join("memory.peak"), format!("{}\n", 64u64 << 20)).unwrap();
+        let mut watch = OomWatch::open(CgroupVersion::V2, dir.clone()).unwrap();
+        let fd = watch.fd().unwrap().as_raw_fd();
+        let readable = |fd: i32| {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on the stack.
+            unsafe { libc::poll(&mut pfd, 1, 2000) == 1 }
+        };
+        // Two kills in one write: one notification, two victims to claim.
+        fs::write(dir.join("memory.events"), events(2, 0)).unwrap();
+        assert!(readable(fd), "inotify did not fire");
+        watch.on_notification();
+        assert_eq!(watch.kills_seen(), 2);
+        assert!(watch.claim_sigkill_death());
+        assert!(watch.claim_sigkill_death());
+        assert!(
+            !watch.claim_sigkill_death(),
+            "a third SIGKILL is not an OOM kill"
+        );
+        assert!(!readable_now(fd));
+        fs::write(dir.join("memory.events"), events(3, 1)).unwrap();
+        assert!(readable(fd));
+        watch.on_notification();
+        assert_eq!(watch.kills_seen(), 3);
+        assert_eq!(watch.usage_and_peak(), (Some(63 << 20), Some(64 << 20)));
+        let _ = fs::remove_dir_all(&dir);
+
+        fn readable_now(fd: i32) -> bool {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on the stack.
+            unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Every death explained: real kernel OOM kills in a memory cgroup the test
+//! creates (with a small limit) are named as they happen — a process under
+//! the main child (counted), an orphan the entrypoint reaps (named), the
+//! main child itself (named, and in the exit summary) — each only once; a
+//! SIGKILL sent by someone else is not called an OOM kill.
+
+mod support;
+use support::cgroup::MemoryCgroup;
+use support::*;
+
+const LIMIT: u64 = 48 << 20;
+/// Allocates and touches 256 MiB: far past the limit.
+const HOG: &str = "perl -e '$x = q(a) x (256 << 20); sleep 5'";
+
+fn run_in(cgroup: &MemoryCgroup, mode: Mode, tag: &str, args: &[&str]) -> Running {
+    let mut run = Run::new(mode, tag).args(args);
+    cgroup.enter_on_spawn(run.command_mut());
+    run.start()
+}
+
+fn count(text: &str, what: &str) -> usize {
+    text.matches(what).count()
+}
+
+#[test]
+fn a_process_under_the_main_child_is_counted_once() {
+    if !needs_root("a_process_under_the_main_child_is_counted_once") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("under", LIMIT) else {
+        return;
+    };
+    let script = format!(
+        "{HOG}; echo $? > $T/rc; trap 'exit 0' TERM; while :; do sleep 100 & wait $!; done"
+    );
+    let mut running = run_in(
+        &cgroup,
+        Mode::Subreaper,
+        "oom-under",
+        &["--", "sh", "-c", &script],
+    );
+    assert_eq!(running.wait_file("rc", secs(60)).trim(), "137");
+    let stderr = wait_until(secs(20), || {
+        let e = running.dir.read("stderr");
+        e.contains("OOM killer killed").then_some(e)
+    })
+    .unwrap_or_else(|| panic!("no OOM line:\n{}", running.dir.read("stderr")));
+    assert_eq!(cgroup.oom_kills(), 1);
+    assert!(
+        stderr.contains(
+            "the kernel's OOM killer killed 1 process(es) in this container (limit 48.0 MiB"
+        ),
+        "{stderr}"
+    );
+    // perl was the shell's child: the shell reaped it, so it is not named.
+    assert_eq!(
+        count(&stderr, "was killed by the OOM killer"),
+        0,
+        "{stderr}"
+    );
+    running.signal(libc::SIGTERM);
+    let done = running.finish_within(secs(20));
+    done.expect_code(0);
+    assert_eq!(
+        count(&done.stderr, "OOM killer killed"),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("1 OOM kill(s) (limit 48.0 MiB, peak "),
+        "{}",
+        done.stderr
+    );
+}
+
+#[test]
+fn an_orphan_killed_by_the_oom_killer_is_named_once_as_pid1() {
+    if !needs_root("an_orphan_killed_by_the_oom_killer_is_named_once_as_pid1") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("orphan", LIMIT) else {
+        return;
+    };
+    // ( ... & ) leaves perl to the entrypoint, which reaps it.
+    let script = format!("({HOG} &); echo started > $T/started; trap 'exit 0' TERM; while :; do sleep 100 & wait $!; done");
+    let mut running = run_in(
+        &cgroup,
+        Mode::Pid1,
+        "oom-orphan",
+        &["--", "sh", "-c", &script],
+    );
+    running.wait_file("started", secs(20));
+    let stderr = wait_until(secs(60), || {
+        let e = running.dir.read("stderr");
+        e.contains("was killed by the OOM killer").then_some(e)
+    })
+    .unwrap_or_else(|| panic!("the orphan was not named:\n{}", running.dir.read("stderr")));
+    assert!(
+        stderr.contains("(perl) was killed by the OOM killer"),
+        "{stderr}"
+    );
+    running.signal(libc::SIGTERM);
+    let done = running.finish_within(secs(20));
+    done.expect_code(0);
+    assert_eq!(
+        count(&done.stderr, "was killed by the OOM killer"),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert_eq!(
+        count(&done.stderr, "OOM killer killed 1 process(es)"),
+        1,
+        "{}",
+        done.stderr
+    );
+    // perl, and the shell's `sleep` left behind when it exited on TERM.
+    let orphans: usize = done
+        .stderr
+        .split(" orphan(s) reaped")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(orphans >= 1, "{}", done.stderr);
+}
+
+#[test]
+fn the_main_child_killed_by_the_oom_killer_is_named_and_summarised() {
+    if !needs_root("the_main_child_killed_by_the_oom_killer_is_named_and_summarised") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("main", LIMIT) else {
+        return;
+    };
+    let args = ["--", "perl", "-e", "$x = q(a) x (256 << 20); sleep 5"];
+    let running = run_in(&cgroup, Mode::Pid1, "oom-main", &args);
+    let done = running.finish_within(secs(60));
+    done.expect_code(137);
+    let stderr = &done.stderr;
+    assert_eq!(count(stderr, "the main process, pid "), 1, "{stderr}");
+    assert_eq!(
+        count(stderr, "(perl) was killed by the OOM killer"),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        count(stderr, "OOM killer killed 1 process(es)"),
+        1,
+        "{stderr}"
+    );
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("summary: "))
+        .unwrap_or_else(|| panic!("no summary:\n{stderr}"));
+    assert!(summary.contains("was killed by SIGKILL (137)"), "{summary}");
+    assert!(
+        summary.contains("1 OOM kill(s) (limit 48.0 MiB"),
+        "{summary}"
+    );
+    assert!(summary.contains("/perl"), "{summary}");
+}
+
+#[test]
+fn a_sigkill_from_someone_else_is_not_called_an_oom_kill() {
+    if !needs_root("a_sigkill_from_someone_else_is_not_called_an_oom_kill") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("kill", LIMIT) else {
+        return;
+    };
+    let script = "echo $$ > $T/pid; while :; do sleep 100 & wait $!; done";
+    let mut running = run_in(
+        &cgroup,
+        Mode::Subreaper,
+        "oom-kill",
+        &["--", "sh", "-c", script],
+    );
+    let pid: i32 = running.wait_file("pid", secs(20)).trim().parse().unwrap();
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let done = running.finish_within(secs(20));
+    done.expect_code(137);
+    assert_eq!(cgroup.oom_kills(), 0);
+    assert!(!done.stderr.contains("OOM killer"), "{}", done.stderr);
+    assert!(done.stderr.contains("0 OOM kill(s)"), "{}", done.stderr);
+}
+
+#[test]
+fn the_exit_summary_is_one_json_object_too() {
+    let done = Run::new(Mode::Subreaper, "summary-json")
+        .env("AIRFLOW_ENTRYPOINT_LOG_FORMAT", "json")
+        .args(["--", "sh", "-c", "sleep 0.2 & exit 3"])
+        .run(secs(20));
+    done.expect_code(3);
+    let line = done
+        .stderr
+        .lines()
+        .find(|l| l.contains("summary: "))
+        .unwrap_or_else(|| panic!("no summary:\n{}", done.stderr));
+    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object");
+    assert_eq!(v["exit_code"], 3, "{line}");
+    assert!(
+        v["command"].as_str().is_some_and(|c| c.ends_with("/sh")),
+        "{line}"
+    );
+    assert!(v["runtime_s"].as_f64().is_some(), "{line}");
+    assert!(v["orphans_reaped"].as_u64().is_some(), "{line}");
+    assert!(v["stragglers_term"].as_u64().is_some(), "{line}");
+}
+
+#[test]
+fn with_a_read_only_cgroupfs_the_victim_is_still_named_when_reaped() {
+    if !needs_root("with_a_read_only_cgroupfs_the_victim_is_still_named_when_reaped") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("ro", LIMIT) else {
+        return;
+    };
+    if cgroup.v2 {
+        return; // v2 needs no write: inotify works on a read-only mount
+    }
+    // As in a container: the cgroupfs is mounted read-only, so v1's eventfd
+    // cannot be registered; the counter is read at each reap instead.
+    let dir = TempDir::new("oom-ro");
+    let mount = cgroup.path().to_str().unwrap().to_string();
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--mount",
+            "--kill-child",
+            "sh",
+            "-c",
+        ])
+        .arg(
+            "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\" && shift && exec \"$@\"",
+        )
+        .args(["sh", &mount])
+        .arg(bin())
+        .args(["--", "perl", "-e", "$x = q(a) x (256 << 20); sleep 5"])
+        .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
+        .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    cgroup.enter_on_spawn(&mut command);
+    let mut child = command.spawn().expect("unshare");
+    let status = wait_until(secs(60), || child.try_wait().ok().flatten());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = dir.read("stderr");
+    assert_eq!(status.and_then(|s| s.code()), Some(137), "{stderr}");
+    assert!(stderr.contains("no OOM notifications"), "{stderr}");
+    assert_eq!(
+        count(&stderr, "(perl) was killed by the OOM killer"),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&stderr, "OOM killer killed 1 process(es)"),
+        1,
+        "{stderr}"
+    );
+}
