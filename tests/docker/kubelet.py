@@ -2,7 +2,7 @@
 """Runs Kubernetes pods with `docker run`, as a kubelet would run them.
 
   kubelet.py --manifests FILE --image IMAGE --network NET --label KEY=VALUE
-             --work DIR [--secret-edit OLD=NEW]... [--expect-log POD=REGEX]...
+             --work DIR [--secret-edit OLD NEW]... [--expect-log POD=REGEX]...
              [--timeout SECONDS]
 
 FILE is rendered YAML (`kubectl kustomize`). Every Job, Deployment and
@@ -139,7 +139,9 @@ class Pod:
         pod_security = self.spec.get("securityContext", {})
         security = {**pod_security, **container.get("securityContext", {})}
         argv = ["run", "-d", "--name", name, "--hostname", self.name,
-                "--label", self.args.label, "--network", self.args.network]
+                "--label", self.args.label, "--network", self.args.network,
+                # A kubelet does not run the image's HEALTHCHECK; probes do that.
+                "--no-healthcheck"]
         for alias in self.aliases:
             argv += ["--network-alias", alias]
         user = security.get("runAsUser")
@@ -322,7 +324,7 @@ def main():
     parser.add_argument("--network", required=True)
     parser.add_argument("--label", required=True)
     parser.add_argument("--work", required=True)
-    parser.add_argument("--secret-edit", action="append", default=[])
+    parser.add_argument("--secret-edit", action="append", default=[], nargs=2, metavar=("OLD", "NEW"))
     parser.add_argument("--expect-log", action="append", default=[],
                         type=lambda a: tuple(a.split("=", 1)))
     parser.add_argument("--timeout", type=int, default=400)
@@ -335,8 +337,7 @@ def main():
     for d in documents:
         if d["kind"] == "Secret":
             for key, value in d.get("stringData", {}).items():
-                for edit in args.secret_edit:
-                    old, new = edit.split("=", 1)
+                for old, new in args.secret_edit:
                     value = value.replace(old, new)
                 if "CHANGE-ME" in value:
                     print(f"kubelet.py: Secret {d['metadata']['name']} key {key} still has a CHANGE-ME "
