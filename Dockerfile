@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # An Apache Airflow image whose PID 1 is airflow-entrypoint: no bash
 # entrypoint script, no tini/dumb-init, no gosu, no wait loop.
 #
@@ -27,6 +25,13 @@
 #   buildah bud --format docker --build-arg BINARY_SOURCE=prebuilt \
 #     --build-arg BASE_IMAGE=localhost/my-python:3.11 -t airflow .
 # (--format docker: the OCI image format has no HEALTHCHECK.)
+#
+# Docker: build with BuildKit (buildx, or DOCKER_BUILDKIT=1 with a Docker
+# 20.10-22.x client). The legacy builder builds every stage, so it pulls
+# RUST_IMAGE even for BINARY_SOURCE=prebuilt. No `# syntax=` line on
+# purpose: it would make BuildKit pull its Dockerfile frontend from Docker
+# Hub first, which breaks builds without a registry; nothing here needs more
+# than the frontend built into BuildKit.
 #
 # Only the binary, to `COPY --from=` into another Airflow image:
 #   docker build --target entrypoint -t airflow-entrypoint:0.1.0 .
