@@ -131,7 +131,8 @@ pub fn help_text() -> String {
          every zombie, stops what is left behind, and exits with the child's status\n\
          (its exit code, or 128+N when signal N killed it). Options end at the first\n\
          argument that is not an option, so `airflow-entrypoint bash -c 'echo hi'`\n\
-         passes `-c` to bash.\n\n\
+         passes `-c` to bash. In a memory cgroup with a limit it names each OOM kill\n\
+         as it happens, and it ends with a one-line summary of the child's life.\n\n\
          Options (each also an environment variable; the flag wins):\n",
     );
     for doc in SETTINGS.iter().filter(|d| d.flag) {

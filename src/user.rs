@@ -327,6 +327,11 @@ fn arbitrary_uid(request: &UserRequest<'_>) -> Result<Identity, Failure> {
             home,
             "added a passwd entry for this arbitrary UID (Python's getpass and Airflow need one)"
         ),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => tracing::warn!(
+            uid,
+            "UID {uid} has no entry in {}, and the file system is read-only (--read-only, readOnlyRootFilesystem); Python's getpass may fail. Add the user at build time, or mount a passwd file that has it",
+            request.passwd_path.display()
+        ),
         Err(e) => tracing::warn!(
             uid,
             error = %e,
