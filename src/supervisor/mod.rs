@@ -39,6 +39,9 @@ pub struct Policy {
     pub exit_code_map: Vec<(i32, i32)>,
 }
 
+/// How long the main child runs before start-up's pages are released.
+const TRIM_AFTER: Duration = Duration::from_millis(100);
+
 /// The main child, started and ready to be supervised.
 pub struct Supervised {
     pub child: Spawned,
@@ -128,7 +131,10 @@ pub fn startup_signal_verdict(signals: Vec<i32>) -> Result<(), Failure> {
 /// exit code for the entrypoint (the child's status after EXIT_CODE_MAP).
 pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
     enter_phase(Phase::Supervise);
-    trim::release_startup_pages();
+    // Start-up's pages are released once the child has lived a moment: a
+    // command that ends at once (`-- /bin/true`) pays nothing for it, and a
+    // long one sees one wake-up at start, never again.
+    let mut trim_at = Some(Instant::now() + TRIM_AFTER);
     let Supervised {
         child,
         policy,
@@ -168,7 +174,10 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
                 suspend_with_child(child, stop);
             }
         }
-        let deadline = [held_term, grace_deadline].into_iter().flatten().min();
+        let deadline = [held_term, grace_deadline, trim_at]
+            .into_iter()
+            .flatten()
+            .min();
         let received = inbox.wait_received(deadline, oom.as_ref().and_then(|w| w.fd()));
         if let Some(watch) = oom.as_mut() {
             watch.on_notification();
@@ -213,6 +222,10 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
             }
         }
         let now = Instant::now();
+        if trim_at.is_some_and(|at| at <= now) {
+            trim_at = None;
+            trim::release_startup_pages();
+        }
         if held_term.is_some_and(|at| at <= now) {
             held_term = None;
             forward(child, policy, libc::SIGTERM, &mut grace_deadline);

@@ -41,10 +41,11 @@ pub struct OomWatch {
 /// Finds the memory cgroup of this process and arms the watch; None (with
 /// one debug line saying why) when there is nothing to watch.
 pub fn arm() -> Option<OomWatch> {
-    let found = fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .zip(fs::read_to_string("/proc/self/mountinfo").ok())
-        .and_then(|(cgroup, mountinfo)| find_memory_cgroup(&cgroup, &mountinfo));
+    let cgroup = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let found = usual_place(&cgroup).or_else(|| {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        find_memory_cgroup(&cgroup, &mountinfo)
+    });
     let Some((version, dir)) = found else {
         tracing::debug!("OOM diagnosis off: no memory cgroup controller found");
         return None;
@@ -56,6 +57,38 @@ pub fn arm() -> Option<OomWatch> {
             None
         }
     }
+}
+
+/// The cheap first guess (mountinfo is long to generate): the hierarchy
+/// mounted where Docker, Kubernetes and systemd mount it, taken only when
+/// that directory really lists this process.
+fn usual_place(cgroup: &str) -> Option<(CgroupVersion, PathBuf)> {
+    let memory_line = cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    });
+    let (version, dir) = match memory_line {
+        Some(path) => (
+            CgroupVersion::V1,
+            join_cgroup("/sys/fs/cgroup/memory", "/", path)?,
+        ),
+        None => {
+            let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+            (CgroupVersion::V2, join_cgroup("/sys/fs/cgroup", "/", path)?)
+        }
+    };
+    let me = std::process::id().to_string();
+    let lists_us = fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.lines().any(|p| p == me));
+    let usable = match version {
+        CgroupVersion::V1 => lists_us,
+        CgroupVersion::V2 => lists_us && has_memory_controller(&dir),
+    };
+    usable.then_some((version, dir))
 }
 
 /// The directory of our memory cgroup, from /proc/self/cgroup and
