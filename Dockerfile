@@ -8,7 +8,13 @@
 #                     prebuilt copy ENTRYPOINT_BINARY from the build context
 #                              instead (no Rust image, no crates.io)
 #   ENTRYPOINT_BINARY the static binary for BINARY_SOURCE=prebuilt, a path in
-#                     the build context (default: the musl release build)
+#                     the build context (default: the musl release build for
+#                     the target architecture, x86_64 or aarch64)
+#   TARGETARCH        amd64 or arm64: the architecture of the image. BuildKit
+#                     (docker build, docker buildx --platform) and buildah set
+#                     it from the platform; other builders take it as a build
+#                     argument. Unset, the Rust stage builds for its own
+#                     machine and the prebuilt stage takes the x86_64 binary.
 #   RUST_IMAGE        the image of the Rust stage
 #   BASE_IMAGE        the Debian-based Python image Airflow runs on
 #   INSTALL_AIRFLOW   true: install Apache Airflow; false: the lean variant,
@@ -35,33 +41,70 @@
 #
 # Only the binary, to `COPY --from=` into another Airflow image:
 #   docker build --target entrypoint -t airflow-entrypoint:0.1.0 .
+#
+# Both architectures in one image (see README "Other architectures"):
+#   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/airflow:TAG --push .
 
 ARG RUST_IMAGE=docker.io/library/rust:1-slim-bookworm
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 ARG BINARY_SOURCE=source
 ARG INSTALL_AIRFLOW=true
+# Declared here for the FROM lines below; the builder gives it its value.
+ARG TARGETARCH
 
 # ---------------------------------------------------------------------------
-# The entrypoint, compiled: a static musl binary (no libc needed at run time).
-FROM ${RUST_IMAGE} AS entrypoint-source
+# The entrypoint, compiled: a static musl binary (no libc needed at run time)
+# for TARGETARCH. The stage runs on the build machine's own platform: for
+# another architecture it cross-compiles (Debian's cross gcc compiles ring's
+# C and assembly and links; the Rust target brings its own musl) instead of
+# running the compiler under emulation.
+FROM --platform=${BUILDPLATFORM} ${RUST_IMAGE} AS entrypoint-source
+ARG TARGETARCH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
- && rm -rf /var/lib/apt/lists/*
+# The Rust target into /etc/entrypoint-target; the C toolchain for it (none
+# natively: musl-tools) as variables into /etc/entrypoint-target.env.
+RUN arch="${TARGETARCH:-$(dpkg --print-architecture)}" \
+ && case "$arch" in \
+      amd64) target=x86_64-unknown-linux-musl gnu=x86_64-linux-gnu ;; \
+      arm64) target=aarch64-unknown-linux-musl gnu=aarch64-linux-gnu ;; \
+      *) echo "TARGETARCH=$arch: this Dockerfile builds for amd64 and arm64 only" >&2; exit 1 ;; \
+    esac \
+ && var="${target//-/_}" \
+ && if [ "$arch" = "$(dpkg --print-architecture)" ]; then \
+      packages=(musl-tools); : >/etc/entrypoint-target.env; \
+    else \
+      packages=("gcc-${gnu//_/-}" "libc6-dev-$arch-cross"); \
+      printf 'export %s=%s\n' "CC_$var" "$gnu-gcc" "AR_$var" "$gnu-ar" \
+        "CARGO_TARGET_${var^^}_LINKER" "$gnu-gcc" >/etc/entrypoint-target.env; \
+    fi \
+ && echo "$target" >/etc/entrypoint-target \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends "${packages[@]}" \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add "$target"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# The target follows the build machine's architecture (x86_64 or aarch64).
-RUN target="$(uname -m)-unknown-linux-musl" \
- && rustup target add "$target" \
+# shellcheck source=/dev/null
+RUN . /etc/entrypoint-target.env \
+ && target="$(cat /etc/entrypoint-target)" \
  && cargo build --release --locked --target "$target" \
  && install -m 0755 "target/$target/release/airflow-entrypoint" /airflow-entrypoint \
- && /airflow-entrypoint --version
+ && if [ "$(uname -m)" = "${target%%-*}" ]; then /airflow-entrypoint --version; fi
 
-# The entrypoint, prebuilt: copied from the build context.
-FROM scratch AS entrypoint-prebuilt
+# The entrypoint, prebuilt: copied from the build context, one stage per
+# architecture so that each has its own default.
+FROM scratch AS entrypoint-prebuilt-amd64
 ARG ENTRYPOINT_BINARY=target/x86_64-unknown-linux-musl/release/airflow-entrypoint
 COPY ${ENTRYPOINT_BINARY} /airflow-entrypoint
+
+FROM scratch AS entrypoint-prebuilt-arm64
+ARG ENTRYPOINT_BINARY=target/aarch64-unknown-linux-musl/release/airflow-entrypoint
+COPY ${ENTRYPOINT_BINARY} /airflow-entrypoint
+
+# (`:-amd64`: for a builder that sets no TARGETARCH; buildah 1.28 also needs
+# the default spelled out here, see below.)
+FROM entrypoint-prebuilt-${TARGETARCH:-amd64} AS entrypoint-prebuilt
 
 # The one chosen by BINARY_SOURCE; the other stage is never built. The
 # `:-source` repeats the default on purpose: buildah 1.28 (Debian 12's
@@ -146,6 +189,9 @@ RUN useradd --no-log-init --uid "${ASTRONOMER_UID}" --gid 0 \
  && chmod -R a+rX /etc/airflow-entrypoint
 
 COPY --from=entrypoint /airflow-entrypoint /usr/local/bin/airflow-entrypoint
+# Runs on the image's platform: a binary for another architecture (a wrong
+# ENTRYPOINT_BINARY or TARGETARCH) fails the build here, not at `docker run`.
+RUN ["/usr/local/bin/airflow-entrypoint", "--version"]
 
 WORKDIR /usr/local/airflow
 EXPOSE 8080

@@ -9,6 +9,11 @@
 # Tunables (env): BENCH_SPAWN_RUNS (300), BENCH_SPAWN_WARMUP (20), BENCH_SPAWN_ROUNDS (3),
 # BENCH_REAP_N (10000), BENCH_REAP_RUNS (5), BENCH_IDLE_SECONDS (5),
 # BENCH_IDLE_INSTANCES (5), BENCH_QUIET_WAIT (60).
+# The aarch64 build's size is reported next to the x86-64 one's:
+# ENTRYPOINT_AARCH64 (default target/aarch64-unknown-linux-musl/release/
+# airflow-entrypoint, built with scripts/build-aarch64 when missing).
+# BENCH_ONLY=size prints only our two binaries' sizes (a few seconds; no
+# timed phase, bench/RESULTS.md untouched).
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -91,7 +96,12 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     "${missing[@]}" >&2
 }
-install_missing tini dumb-init catatonit hyperfine procps util-linux file jq gcc libc6-dev binutils coreutils
+bench_only=${BENCH_ONLY:-}
+case $bench_only in
+  "") install_missing tini dumb-init catatonit hyperfine procps util-linux file jq gcc libc6-dev binutils coreutils ;;
+  size) install_missing file binutils coreutils ;;
+  *) die "BENCH_ONLY=$bench_only: the only partial run is BENCH_ONLY=size" ;;
+esac
 
 # --- our binary ----------------------------------------------------------------
 if [[ -n ${ENTRYPOINT_UNDER_TEST:-} ]]; then
@@ -110,6 +120,36 @@ else
 fi
 ours=$(readlink -f "$ours")
 log "airflow-entrypoint under test: $ours"
+
+# --- the aarch64 build, for its size -------------------------------------------
+aarch64=${ENTRYPOINT_AARCH64:-${CARGO_TARGET_DIR:-$repo_dir/target}/aarch64-unknown-linux-musl/release/airflow-entrypoint}
+if [[ -z ${ENTRYPOINT_AARCH64:-} && ! -f $aarch64 ]]; then
+  log "building $aarch64"
+  "$repo_dir/scripts/build-aarch64" >&2
+fi
+[[ -f $aarch64 ]] || die "ENTRYPOINT_AARCH64=$aarch64 is not a file"
+file -b "$aarch64" | grep -q 'ARM aarch64' || die "$aarch64 is not an aarch64 binary"
+# The stripped size, as for the others (the release profile strips already;
+# the host's strip may not know aarch64, the cross binutils do).
+stripped_size() { # BINARY STRIP_COMMAND: bytes of a stripped copy
+  local copy
+  copy=$(mktemp "$work/size.XXXXXX")
+  cp "$1" "$copy"
+  "$2" "$copy" 2>/dev/null || true
+  stat -c %s "$copy"
+}
+aarch64_strip="strip"
+command -v aarch64-linux-gnu-strip >/dev/null && aarch64_strip="aarch64-linux-gnu-strip"
+aarch64_size=$(stripped_size "$aarch64" "$aarch64_strip")
+if [[ $bench_only == size ]]; then
+  ours_size=$(stripped_size "$ours" strip)
+  echo "| binary, stripped | bytes | linkage |"
+  echo "|---|---:|---|"
+  echo "| x86-64 \`$ours\` | $ours_size | $(file -b "$ours" | grep -oE 'static-pie linked|statically linked|dynamically linked') |"
+  echo "| aarch64 \`$aarch64\` | $aarch64_size | $(file -b "$aarch64" | grep -oE 'static-pie linked|statically linked|dynamically linked') |"
+  awk -v a="$aarch64_size" -v x="$ours_size" 'BEGIN { printf "\naarch64 / x86-64: %.2f×\n", a / x }'
+  exit 0
+fi
 
 # --- the contenders ----------------------------------------------------------
 # names[i] is the column; pid1_args/direct_args are the words before COMMAND
@@ -462,6 +502,15 @@ report="$work/RESULTS.md"
   echo "$head"
   echo "$sep"
   row "binary size, stripped (bytes)" size
+  # Ours built for aarch64 (the peers are x86-64 packages here), with its
+  # ratio to our x86-64 build.
+  line="| … our aarch64 build, stripped (bytes) | $aarch64_size |"
+  for i in "${!names[@]}"; do
+    ((i == 0)) && continue
+    if [[ ${bins[$i]} == "$ours" ]]; then line+=" $aarch64_size |"; else line+=" — |"; fi
+  done
+  line+=" aarch64 ÷ x86-64: $(ratio "$aarch64_size" "${val[size,0]}") | | |"
+  echo "$line"
   line="| linkage |"
   for i in "${!names[@]}"; do line+=" ${val[link,$i]} |"; done
   for i in "${peers[@]}"; do line+=" |"; done
