@@ -5,10 +5,12 @@
 use std::ffi::{OsStr, OsString};
 
 use crate::airflow::components::Planned;
+use crate::airflow::{self, Member};
 use crate::env::layers::Layered;
 use crate::error::Failure;
 use crate::settings::Settings;
 use crate::signals::SignalScope;
+use crate::supervisor::group::{Component, GroupPolicy};
 use crate::supervisor::program::{resolve, Resolved};
 use crate::supervisor::spawn::SpawnRequest;
 use crate::supervisor::Policy;
@@ -31,10 +33,46 @@ impl Launch {
             args: &self.resolved.args,
             env: &self.env,
             capture_stdout: false,
+            capture_stderr: false,
             take_terminal: self.take_terminal,
         }
     }
 }
+
+/// Several components: each resolved as a single command would be, with
+/// its own signal policy, and the api-server's readiness probe.
+pub fn prepare_group(
+    settings: &Settings,
+    layers: &Layered,
+    members: &[Member],
+) -> Result<(Vec<Component>, GroupPolicy), Failure> {
+    let mut components = Vec::new();
+    for member in members {
+        let launch = prepare(settings, layers, &member.planned)?;
+        components.push(Component {
+            name: member.name.clone(),
+            program: launch.resolved.program,
+            argv0: launch.resolved.argv0,
+            args: launch.resolved.args,
+            env: launch.env,
+            policy: launch.policy,
+            ready: member
+                .is_api_server()
+                .then(|| airflow::api_server_probe(layers, member)),
+        });
+    }
+    let group = GroupPolicy {
+        restart: settings.restart,
+        restart_limit: settings.restart_limit,
+        ready_timeout: settings.ready_timeout,
+        stop_timeout: settings.grace_period.unwrap_or(GROUP_STOP_TIMEOUT),
+        kill_timeout: settings.kill_timeout,
+    };
+    Ok((components, group))
+}
+
+/// Several components: TERM to KILL when GRACE_PERIOD is unset.
+const GROUP_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Resolves the planned COMMAND (after the drop: as the service user would
 /// find it) and the policy the supervisor applies to it.

@@ -10,6 +10,7 @@ mod cli;
 mod command;
 mod env;
 mod error;
+mod jitter;
 mod logging;
 mod readiness;
 mod redact;
@@ -39,6 +40,9 @@ fn main() {
     let code = match start(&inbox) {
         Ok(Started::Done(code)) => code,
         Ok(Started::Supervise(started)) => supervisor::supervise(&inbox, *started),
+        Ok(Started::Group(g)) => {
+            supervisor::group::supervise_group(&inbox, g.components, &g.policy, g.is_pid1)
+        }
         Err(failure) => exit_with(failure),
     };
     std::process::exit(code);
@@ -49,6 +53,7 @@ fn main() {
 enum Started {
     Done(i32),
     Supervise(Box<Supervised>),
+    Group(Box<supervisor::Group>),
 }
 
 fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
@@ -78,14 +83,14 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     enter_phase(Phase::User);
     let identity = user::become_service_user(&settings, &mut layers)?;
     check_startup_signals(inbox)?;
-    let (planned, version) = airflow::plan_command(&invocation.command, &mut layers);
+    let (members, version) = airflow::plan_command(&invocation.command, &mut layers)?;
 
     enter_phase(Phase::Resolve);
     // `_CMD` and `_SECRET` commands run as the service user, supervised.
     let path = layers.get("PATH").map(std::ffi::OsString::from);
     let mut run = supervisor::steps::command_runner(inbox, layers.child_env(), path);
     let wait_only = invocation.action == Action::WaitOnly;
-    let needs = airflow::wait_needs(&planned, wait_only);
+    let needs = airflow::wait_needs(&members, wait_only);
     let targets = readiness::resolve_targets(&settings, &layers, needs, &mut run)?;
     check_startup_signals(inbox)?;
 
@@ -100,7 +105,12 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     check_startup_signals(inbox)?;
 
     enter_phase(Phase::Command);
-    let launch = command::prepare(&settings, &layers, &planned)?;
+    let [member] = members.as_slice() else {
+        let (components, policy) = command::prepare_group(&settings, &layers, &members)?;
+        let group = supervisor::prepare_group(inbox, components, policy)?;
+        return Ok(Started::Group(Box::new(group)));
+    };
+    let launch = command::prepare(&settings, &layers, &member.planned)?;
     let user = (identity.name.as_str(), identity.uid);
     let request = launch.request();
     let started = supervisor::start_child(inbox, &request, launch.policy.clone(), user, oom)?;

@@ -90,6 +90,9 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("WAIT_TIMEOUT", "seconds", "`CONNECTION_CHECK_MAX_COUNT` × `CONNECTION_CHECK_SLEEP_TIME`", "The whole waiting budget; when it is spent, exit 69 with the last reason."),
     own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts, above 0; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
     own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
+    own("RESTART", "`always`\\|`never`", "`always`", "Several components (`scheduler + api-server ...`): restart one that exits, with back-off (1 s doubling to 60 s, jitter, reset after 5 minutes up), or `never`: stop everything and exit with its status."),
+    own("RESTART_LIMIT", "number", "`5`", "Several components: restarts of one component in a row (without 5 minutes up in between) before the entrypoint stops everything and exits with that component's status."),
+    own("READY_TIMEOUT", "seconds", "`120`", "Several components: how long the others wait for the api-server to answer its health check before they start anyway (with a warning)."),
     own("STEP_TIMEOUT", "seconds", "`3600`", "Time limit of each start-up step (pip, migration, admin user, init script); past it the step is killed and start-up fails."),
     compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),
     compat("CONNECTION_CHECK_SLEEP_TIME", "seconds", "`3`", "Official-image compatibility: only shapes the budget now; attempts are 50–250 ms apart, not this far."),
@@ -136,6 +139,9 @@ pub struct Settings {
     pub init_dir: std::path::PathBuf,
     pub init_dir_explicit: bool,
     pub step_timeout: Duration,
+    pub restart: bool,
+    pub restart_limit: u32,
+    pub ready_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +175,9 @@ struct Raw {
     wait_interval: Option<String>,
     init_dir: Option<String>,
     step_timeout: Option<String>,
+    restart: Option<String>,
+    restart_limit: Option<String>,
+    ready_timeout: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -340,6 +349,28 @@ impl Settings {
                 .map(|v| seconds(s, "STEP_TIMEOUT", v))
                 .transpose()?
                 .unwrap_or(Duration::from_secs(3600)),
+            restart: match raw.restart.as_deref() {
+                None | Some("always") => true,
+                Some("never") => false,
+                Some(other) => return Err(bad(s, "RESTART", other, "`always` or `never`")),
+            },
+            restart_limit: match raw.restart_limit.as_deref() {
+                None => 5,
+                Some(v) => v.trim().parse().map_err(|_| {
+                    bad(
+                        s,
+                        "RESTART_LIMIT",
+                        v,
+                        "a whole number of restarts, e.g. `5`",
+                    )
+                })?,
+            },
+            ready_timeout: raw
+                .ready_timeout
+                .as_deref()
+                .map(|v| seconds(s, "READY_TIMEOUT", v))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(120)),
         })
     }
 

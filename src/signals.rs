@@ -101,6 +101,19 @@ pub fn is_terminating(signal: i32) -> bool {
     )
 }
 
+/// Until `deadline` (none: forever), rounded up so that we do not wake a
+/// millisecond early and spin.
+fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
+    match deadline {
+        None => PollTimeout::NONE,
+        Some(at) => {
+            let left = at.saturating_duration_since(Instant::now());
+            let ms = left.as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
 /// The process-wide signal inbox.
 pub struct SignalInbox {
     fd: SignalFd,
@@ -136,21 +149,38 @@ impl SignalInbox {
         self.drain()
     }
 
-    fn sleep(&self, deadline: Option<Instant>, other: Option<BorrowedFd<'_>>) {
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                // Round up so that we do not wake a millisecond early and spin.
-                let ms = left.as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+    /// As `wait_received`, on several other fds; also says which of them
+    /// are readable (or closed), by index.
+    pub fn wait_many(
+        &self,
+        deadline: Option<Instant>,
+        others: &[BorrowedFd<'_>],
+    ) -> (Vec<Received>, Vec<usize>) {
+        let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        fds.extend(others.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        match poll(&mut fds, poll_timeout(deadline)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "poll failed");
+                std::thread::sleep(Duration::from_millis(10));
             }
-        };
+        }
+        let ready = fds
+            .iter()
+            .skip(1)
+            .enumerate()
+            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(i, _)| i)
+            .collect();
+        (self.drain_received(), ready)
+    }
+
+    fn sleep(&self, deadline: Option<Instant>, other: Option<BorrowedFd<'_>>) {
         let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = other {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, poll_timeout(deadline)) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
                 // poll on valid fds cannot fail otherwise; do not spin if it does.

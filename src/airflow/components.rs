@@ -131,6 +131,58 @@ pub fn plan(command: &[OsString], major: u32) -> Planned {
     }
 }
 
+/// `airflow-entrypoint all`: the four components of Airflow 3.
+pub const PRESET: &str = "all";
+const PRESET_MEMBERS: [&str; 4] = ["api-server", "scheduler", "dag-processor", "triggerer"];
+
+/// `scheduler + api-server + ...` (or the preset `all`): the parts of a
+/// command line that runs several components, each a component name with
+/// its arguments or `-- program args`; None for a single command. An empty
+/// part is Err with the reason.
+pub fn split_members(command: &[OsString]) -> Result<Option<Vec<Vec<OsString>>>, String> {
+    if command.len() == 1 && command[0] == PRESET {
+        return Ok(Some(
+            PRESET_MEMBERS
+                .iter()
+                .map(|c| vec![OsString::from(c)])
+                .collect(),
+        ));
+    }
+    if !command.iter().any(|a| a == "+") {
+        return Ok(None);
+    }
+    let mut members = Vec::new();
+    for part in command.split(|a| a == "+") {
+        let part = match part.split_first() {
+            Some((first, rest)) if first == "--" => rest,
+            _ => part,
+        };
+        if part.is_empty() {
+            return Err("an empty part between `+` signs; expected e.g. \
+                        `scheduler + api-server + -- program args`"
+                .into());
+        }
+        members.push(part.to_vec());
+    }
+    Ok(Some(members))
+}
+
+/// The name a component's output lines are prefixed with: the component, or
+/// the program's file name.
+pub fn member_name(command: &[OsString]) -> String {
+    let Some(first) = command.first() else {
+        return String::new();
+    };
+    let text = first.to_string_lossy();
+    match airflow_subcommand(command) {
+        Some(("celery", rest)) => rest
+            .first()
+            .map_or("celery".into(), |a| a.to_string_lossy().into_owned()),
+        Some((sub, _)) => sub.to_string(),
+        None => text.rsplit('/').next().unwrap_or(&text).to_string(),
+    }
+}
+
 /// True when COMMAND needs the metadata database (so it waits for it).
 pub fn uses_metadata_database(command: &[OsString]) -> bool {
     airflow_subcommand(command).is_some_and(|(sub, _)| USES_DATABASE.contains(&sub))
@@ -158,6 +210,25 @@ pub fn uses_celery_broker(command: &[OsString], executor: Option<&str>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_components_split_on_plus_signs() {
+        let parts = |s: &str| split_members(&s.split(' ').map(OsString::from).collect::<Vec<_>>());
+        assert_eq!(parts("scheduler").unwrap(), None);
+        let got = parts("scheduler + api-server --port 9 + -- sh -c x")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1], vec!["api-server", "--port", "9"]);
+        assert_eq!(got[2], vec!["sh", "-c", "x"]);
+        assert_eq!(parts("all").unwrap().unwrap().len(), 4);
+        assert!(parts("scheduler + + triggerer").is_err());
+        assert!(parts("scheduler +").is_err());
+        assert_eq!(member_name(&[OsString::from("worker")]), "worker");
+        assert_eq!(member_name(&[OsString::from("/bin/sh")]), "sh");
+        let celery: Vec<OsString> = ["airflow", "celery", "worker"].map(OsString::from).to_vec();
+        assert_eq!(member_name(&celery), "worker");
+    }
 
     fn argv(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()

@@ -81,26 +81,31 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
 
 /// Runs the check: Ok(detail) healthy, Err(reason) not.
 pub fn run(check: &Check) -> Result<String, String> {
+    run_within(check, BUDGET)
+}
+
+/// As `run`, within `budget` (the supervisor's readiness probe is short).
+pub fn run_within(check: &Check, budget: Duration) -> Result<String, String> {
     match check {
         Check::Running(why) => Ok(format!("{why}; the container is running")),
-        Check::Http { port, path } => http_get(*port, path),
+        Check::Http { port, path } => http_get(*port, path, budget),
     }
 }
 
-fn http_get(port: u16, path: &str) -> Result<String, String> {
+fn http_get(port: u16, path: &str, budget: Duration) -> Result<String, String> {
     let started = Instant::now();
     let addrs: Vec<_> = ("127.0.0.1", port)
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
         .collect();
     let addr = addrs.first().ok_or("no address")?;
-    let mut stream = TcpStream::connect_timeout(addr, BUDGET).map_err(|e| {
+    let mut stream = TcpStream::connect_timeout(addr, budget).map_err(|e| {
         format!(
             "127.0.0.1:{port}: {}",
             crate::wire::transport::io_reason(&e)
         )
     })?;
-    let left = BUDGET
+    let left = budget
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(100));
     let _ = stream.set_read_timeout(Some(left));

@@ -104,6 +104,7 @@ impl Steps<'_> {
                 args,
                 env: &env,
                 capture_stdout: false,
+                capture_stderr: false,
                 take_terminal: true,
             },
             self.limit,

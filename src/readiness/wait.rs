@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{code, Failure};
+use crate::jitter::Jitter;
 use crate::signals::{is_terminating, SignalInbox};
 use crate::wire::transport::REFUSED;
 use crate::wire::url::{Endpoint, Target};
@@ -150,27 +151,6 @@ fn endpoint_text(target: &Target) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A small xorshift for jitter; no need for a crate.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Jitter {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9)
-            ^ u64::from(std::process::id()) << 32;
-        Jitter(seed | 1)
-    }
-    /// A factor in [0.5, 1.0): pauses never exceed the interval.
-    fn factor(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        0.5 + (self.0 % 1000) as f64 / 2000.0
-    }
 }
 
 fn retry(

@@ -5,6 +5,7 @@
 //! child exists we never bail out early — every path still reaps, forwards
 //! and waits for the child.
 
+pub mod group;
 pub mod oom;
 pub mod program;
 pub mod reap;
@@ -89,6 +90,39 @@ pub fn start_child(
         command: request.program.display().to_string(),
         started: Instant::now(),
         oom,
+    })
+}
+
+/// Several components, ready to be started by `group::supervise_group`.
+pub struct Group {
+    pub components: Vec<group::Component>,
+    pub policy: group::GroupPolicy,
+    pub is_pid1: bool,
+}
+
+/// Becomes the reaper and takes a last look at start-up signals; the group
+/// loop starts the components (the api-server first).
+pub fn prepare_group(
+    inbox: &SignalInbox,
+    components: Vec<group::Component>,
+    policy: group::GroupPolicy,
+) -> Result<Group, Failure> {
+    let is_pid1 = become_reaper();
+    check_startup_signals(inbox)?;
+    tracing::info!(
+        components = components.len(),
+        pid1 = is_pid1,
+        "starting {}",
+        components
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    );
+    Ok(Group {
+        components,
+        policy,
+        is_pid1,
     })
 }
 

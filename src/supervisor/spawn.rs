@@ -23,6 +23,8 @@ pub struct SpawnRequest<'a> {
     pub env: &'a [(OsString, OsString)],
     /// Capture stdout through a pipe (for `_CMD` commands); else inherited.
     pub capture_stdout: bool,
+    /// Capture stderr through a pipe too (several components: prefixed).
+    pub capture_stderr: bool,
     /// With a terminal on stdin, make the child the terminal's foreground
     /// group (Ctrl-C reaches it directly). False keeps it in a session of
     /// its own, so Ctrl-C comes to us and is forwarded like any signal.
@@ -34,6 +36,7 @@ pub struct Spawned {
     /// The child leads its own process group: forwarded signals go to -pid.
     pub pgid: Pid,
     pub stdout: Option<ChildStdout>,
+    pub stderr: Option<std::process::ChildStderr>,
     /// The terminal's foreground group before we handed it to the child.
     pub previous_foreground: Option<Pid>,
 }
@@ -58,6 +61,9 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, Failure> {
     if request.capture_stdout {
         command.stdout(Stdio::piped());
     }
+    if request.capture_stderr {
+        command.stderr(Stdio::piped());
+    }
     // SAFETY: the closure runs in the forked child before exec and only calls
     // async-signal-safe functions (signal, setpgid, setsid, sigprocmask,
     // tcsetpgrp, getpid) on stack data; it allocates nothing.
@@ -68,14 +74,14 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, Failure> {
         .spawn()
         .map_err(|e| spawn_failure(request.argv0, &e))?;
     let pid = Pid::from_raw(child.id() as i32);
-    let stdout = request
-        .capture_stdout
-        .then_some(child)
-        .and_then(|mut c| c.stdout.take());
+    let mut child = child;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
     Ok(Spawned {
         pid,
         pgid: pid,
         stdout,
+        stderr,
         previous_foreground,
     })
 }

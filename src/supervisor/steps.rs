@@ -140,6 +140,7 @@ pub fn captured_output(
             args: &args,
             env,
             capture_stdout: true,
+            capture_stderr: false,
             take_terminal: false,
         },
         limit,

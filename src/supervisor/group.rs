@@ -1,0 +1,567 @@
+//! Several components in one container, in the same one PID-1 loop: each in
+//! a session of its own, its output prefixed line by line, restarted with
+//! back-off within a budget, and all stopped together under one deadline.
+//! The api-server starts first; the others once it answers. It never
+//! blocks on a pipe and never leaves a component running when it exits.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::reap::{reap_all, ChildExit};
+use super::spawn::{spawn, SpawnRequest, Spawned};
+use super::{shutdown, Policy};
+use crate::jitter::Jitter;
+use crate::logging::{enter_phase, write_stderr_raw, Phase};
+use crate::signals::{is_forwardable, signal_name, Received, SignalInbox, SignalScope};
+
+/// A line longer than this is passed on in pieces, each with the prefix.
+const MAX_LINE: usize = 16 * 1024;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Up this long, a component's restart count and back-off start again.
+const STABLE_AFTER: Duration = Duration::from_secs(300);
+/// How often the api-server's health is asked while the others wait.
+const READY_EVERY: Duration = Duration::from_millis(500);
+
+/// One component to run.
+pub struct Component {
+    pub name: String,
+    pub program: PathBuf,
+    pub argv0: OsString,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub policy: Policy,
+    /// The api-server's readiness probe (within the given time): the
+    /// others start once it answers. None for the other components.
+    pub ready: Option<Box<dyn FnMut(Duration) -> bool>>,
+}
+
+/// How the group is run, from the settings.
+pub struct GroupPolicy {
+    pub restart: bool,
+    pub restart_limit: u32,
+    pub ready_timeout: Duration,
+    /// TERM to KILL, for all components together.
+    pub stop_timeout: Duration,
+    pub kill_timeout: Duration,
+}
+
+struct Running {
+    spawned: Spawned,
+    since: Instant,
+    out: LineBuffer,
+    err: LineBuffer,
+}
+
+struct Slot {
+    component: Component,
+    running: Option<Running>,
+    /// When to (re)start it: None while running, or never again.
+    start_at: Option<Instant>,
+    restarts_in_a_row: u32,
+    restarts: u32,
+    last_exit: Option<ChildExit>,
+}
+
+/// Runs every component until a stop signal or a spent restart budget;
+/// returns the entrypoint's exit code.
+pub fn supervise_group(
+    inbox: &SignalInbox,
+    components: Vec<Component>,
+    group: &GroupPolicy,
+    is_pid1: bool,
+) -> i32 {
+    enter_phase(Phase::Supervise);
+    let width = components.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let colour = use_colour();
+    let now = Instant::now();
+    let first_waits = components.first().is_some_and(|c| c.ready.is_some());
+    let mut slots: Vec<Slot> = components
+        .into_iter()
+        .enumerate()
+        .map(|(i, component)| Slot {
+            component,
+            running: None,
+            // Only the api-server at once when there is one; the rest once
+            // it answers (or READY_TIMEOUT passes).
+            start_at: (i == 0 || !first_waits).then_some(now),
+            restarts_in_a_row: 0,
+            restarts: 0,
+            last_exit: None,
+        })
+        .collect();
+    let ready_deadline = now + group.ready_timeout;
+    let mut next_ready_probe = first_waits.then_some(now + READY_EVERY);
+    let mut jitter = Jitter::new();
+    let mut stop: Option<Stop> = None;
+    let mut outcome: Option<i32> = None;
+    // A process group of ours, for the last sweep as a subreaper.
+    let mut some_pgid: Option<Pid> = None;
+    let prefixes: Vec<String> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| prefix(&s.component.name, width, colour, i))
+        .collect();
+
+    loop {
+        // Reap: one SIGCHLD may stand for several exits.
+        let pids: Vec<Pid> = slots
+            .iter()
+            .filter_map(|s| s.running.as_ref().map(|r| r.spawned.pid))
+            .collect();
+        let reaped = reap_all(&pids);
+        for (pid, exit) in reaped.watched {
+            let Some(index) = slots
+                .iter()
+                .position(|s| s.running.as_ref().is_some_and(|r| r.spawned.pid == pid))
+            else {
+                continue;
+            };
+            let slot = &mut slots[index];
+            if let Some(mut running) = slot.running.take() {
+                running.out.flush_rest(&prefixes[index], false);
+                running.err.flush_rest(&prefixes[index], true);
+                let up = running.since.elapsed();
+                slot.last_exit = Some(exit);
+                if stop.is_some() {
+                    tracing::info!(
+                        component = slot.component.name.as_str(),
+                        exit_code = exit.status_code(),
+                        "stopped"
+                    );
+                    continue;
+                }
+                if up >= STABLE_AFTER {
+                    slot.restarts_in_a_row = 0;
+                }
+                let name = slot.component.name.as_str();
+                let spent = slot.restarts_in_a_row >= group.restart_limit;
+                if !group.restart || spent {
+                    tracing::error!(
+                        component = name,
+                        exit_code = exit.status_code(),
+                        restarts = slot.restarts,
+                        "{name} {}; stopping every component ({})",
+                        describe(exit),
+                        if group.restart {
+                            "its restart budget is spent"
+                        } else {
+                            "RESTART=never"
+                        }
+                    );
+                    outcome = Some(exit.status_code());
+                    stop = Some(Stop::begin(&mut slots, group, false));
+                    break;
+                }
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << slot.restarts_in_a_row.min(6))
+                    .min(MAX_BACKOFF)
+                    .mul_f64(0.5 + jitter.factor());
+                slot.restarts_in_a_row += 1;
+                slot.restarts += 1;
+                slot.start_at = Some(Instant::now() + backoff);
+                tracing::warn!(
+                    component = name,
+                    exit_code = exit.status_code(),
+                    restart_in_s = (backoff.as_secs_f64() * 10.0).round() / 10.0,
+                    restart = slot.restarts_in_a_row,
+                    of = group.restart_limit,
+                    "{name} {} after {:.1} s; restarting it",
+                    describe(exit),
+                    up.as_secs_f64()
+                );
+            }
+        }
+        if reaped.others > 0 {
+            tracing::debug!(count = reaped.others, "reaped orphaned processes");
+        }
+        if stop.is_some() && slots.iter().all(|s| s.running.is_none()) {
+            break;
+        }
+
+        // Start what is due.
+        let now = Instant::now();
+        if stop.is_none() {
+            let mut failed = false;
+            for slot in slots.iter_mut() {
+                if slot.running.is_none() && slot.start_at.is_some_and(|at| at <= now) {
+                    slot.start_at = None;
+                    match start(slot) {
+                        Ok(running) => {
+                            tracing::info!(
+                                component = slot.component.name.as_str(),
+                                pid = running.spawned.pid.as_raw(),
+                                "started {}",
+                                slot.component.name
+                            );
+                            some_pgid = Some(running.spawned.pgid);
+                            slot.running = Some(running);
+                        }
+                        Err(failure) => {
+                            tracing::error!(
+                                component = slot.component.name.as_str(),
+                                "{}; stopping every component",
+                                failure.message
+                            );
+                            outcome = Some(failure.exit_code);
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if failed {
+                stop = Some(Stop::begin(&mut slots, group, false));
+                continue;
+            }
+        }
+
+        // The api-server's readiness gates the others.
+        if next_ready_probe.is_some_and(|at| at <= now) {
+            let answered = slots[0].running.is_some()
+                && slots[0]
+                    .component
+                    .ready
+                    .as_mut()
+                    .is_some_and(|probe| probe(Duration::from_millis(400)));
+            let timed_out = Instant::now() >= ready_deadline;
+            if answered || timed_out {
+                if answered {
+                    tracing::info!("the api-server answers; starting the other components");
+                } else {
+                    tracing::warn!(
+                        timeout_s = group.ready_timeout.as_secs_f64(),
+                        "the api-server did not answer within READY_TIMEOUT; starting the other components anyway"
+                    );
+                }
+                next_ready_probe = None;
+                let now = Instant::now();
+                for slot in slots.iter_mut().skip(1) {
+                    if slot.running.is_none() && slot.start_at.is_none() && slot.last_exit.is_none()
+                    {
+                        slot.start_at = Some(now);
+                    }
+                }
+                continue; // start them at once
+            }
+            next_ready_probe = Some(Instant::now() + READY_EVERY);
+        }
+
+        // Sleep until a signal, output, or the next timer.
+        let deadline = slots
+            .iter()
+            .filter(|s| s.running.is_none())
+            .filter_map(|s| s.start_at)
+            .chain(next_ready_probe)
+            .chain(stop.as_ref().map(|s| s.kill_at))
+            .min();
+        let mut fds: Vec<(usize, bool, BorrowedFd<'_>)> = Vec::new();
+        for (index, slot) in slots.iter().enumerate() {
+            if let Some(running) = &slot.running {
+                if let Some(pipe) = &running.spawned.stdout {
+                    fds.push((index, false, pipe.as_fd()));
+                }
+                if let Some(pipe) = &running.spawned.stderr {
+                    fds.push((index, true, pipe.as_fd()));
+                }
+            }
+        }
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, _, fd)| *fd).collect();
+        let (signals, readable) = inbox.wait_many(deadline, &borrowed);
+        let readable: Vec<(usize, bool)> = readable.iter().map(|&i| (fds[i].0, fds[i].1)).collect();
+        drop(borrowed);
+        drop(fds);
+        for (index, is_err) in readable {
+            if let Some(running) = slots[index].running.as_mut() {
+                pass_output(running, is_err, &prefixes[index]);
+            }
+        }
+        for Received { signal, by_kernel } in signals {
+            if signal == libc::SIGCHLD
+                || (by_kernel && matches!(signal, libc::SIGHUP | libc::SIGCONT))
+            {
+                continue;
+            }
+            if matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT) {
+                match &stop {
+                    None => {
+                        tracing::info!(signal = signal_name(signal), "stopping every component");
+                        stop = Some(Stop::begin(&mut slots, group, false));
+                    }
+                    Some(s) if !s.killed => {
+                        tracing::warn!(
+                            signal = signal_name(signal),
+                            "a second stop signal: SIGKILL to every component"
+                        );
+                        stop = Some(Stop::begin(&mut slots, group, true));
+                    }
+                    Some(_) => {}
+                }
+                continue;
+            }
+            for slot in &slots {
+                if let Some(running) = &slot.running {
+                    forward(&running.spawned, &slot.component.policy, signal);
+                }
+            }
+        }
+        if let Some(s) = &stop {
+            if !s.killed && Instant::now() >= s.kill_at {
+                tracing::warn!(
+                    timeout_s = group.stop_timeout.as_secs_f64(),
+                    "components still running at the stop deadline; SIGKILL"
+                );
+                stop = Some(Stop::begin(&mut slots, group, true));
+            }
+        }
+    }
+
+    enter_phase(Phase::Shutdown);
+    let clean = stop.as_ref().is_some_and(|s| !s.killed);
+    let stragglers = match some_pgid {
+        Some(pgid) => shutdown::stop_stragglers(inbox, group.kill_timeout, pgid, is_pid1),
+        None => shutdown::Stragglers::default(),
+    };
+    let code = match outcome {
+        Some(code) => code,
+        None if clean => 0,
+        None => 128 + libc::SIGKILL,
+    };
+    let restarts: u32 = slots.iter().map(|s| s.restarts).sum();
+    tracing::info!(
+        components = slots.len(),
+        restarts,
+        exit_code = code,
+        stragglers_term = stragglers.termed,
+        stragglers_kill = stragglers.killed,
+        "summary: {} components, {restarts} restart(s); exit {code}",
+        slots.len()
+    );
+    code
+}
+
+/// The stop: every component got TERM (or KILL), and when to KILL.
+struct Stop {
+    kill_at: Instant,
+    killed: bool,
+}
+
+impl Stop {
+    /// TERM (each as its own policy says: a Celery worker alone, for its warm
+    /// shutdown) or KILL to every running component, in parallel.
+    fn begin(slots: &mut [Slot], group: &GroupPolicy, kill_now: bool) -> Stop {
+        for slot in slots.iter_mut() {
+            slot.start_at = None;
+            if let Some(running) = &slot.running {
+                if kill_now {
+                    let _ = kill(
+                        Pid::from_raw(-running.spawned.pgid.as_raw()),
+                        Signal::SIGKILL,
+                    );
+                    let _ = kill(running.spawned.pid, Signal::SIGKILL);
+                } else {
+                    forward(&running.spawned, &slot.component.policy, libc::SIGTERM);
+                }
+            }
+        }
+        Stop {
+            kill_at: Instant::now() + group.stop_timeout,
+            killed: kill_now,
+        }
+    }
+}
+
+fn start(slot: &Slot) -> Result<Running, crate::error::Failure> {
+    let c = &slot.component;
+    let spawned = spawn(&SpawnRequest {
+        program: &c.program,
+        argv0: &c.argv0,
+        args: &c.args,
+        env: &c.env,
+        capture_stdout: true,
+        capture_stderr: true,
+        take_terminal: false,
+    })?;
+    for pipe in [
+        spawned.stdout.as_ref().map(|p| p.as_fd()),
+        spawned.stderr.as_ref().map(|p| p.as_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        set_nonblocking(pipe);
+    }
+    Ok(Running {
+        spawned,
+        since: Instant::now(),
+        out: LineBuffer::default(),
+        err: LineBuffer::default(),
+    })
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags));
+    }
+}
+
+/// Reads what a component wrote (without blocking) and passes on every
+/// complete line; EOF closes the pipe.
+fn pass_output(running: &mut Running, is_err: bool, prefix: &str) {
+    let (pipe_open, buffer) = if is_err {
+        (running.spawned.stderr.is_some(), &mut running.err)
+    } else {
+        (running.spawned.stdout.is_some(), &mut running.out)
+    };
+    if !pipe_open {
+        return;
+    }
+    let mut chunk = [0u8; 8192];
+    let mut closed = false;
+    for _ in 0..16 {
+        let read = if is_err {
+            running.spawned.stderr.as_mut().map(|p| p.read(&mut chunk))
+        } else {
+            running.spawned.stdout.as_mut().map(|p| p.read(&mut chunk))
+        };
+        match read {
+            Some(Ok(0)) | None => {
+                closed = true;
+                break;
+            }
+            Some(Ok(n)) => buffer.push(&chunk[..n], prefix, is_err),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Some(Err(_)) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    if closed {
+        buffer.flush_rest(prefix, is_err);
+        if is_err {
+            running.spawned.stderr = None;
+        } else {
+            running.spawned.stdout = None;
+        }
+    }
+}
+
+/// A component's output between two newlines.
+#[derive(Default)]
+struct LineBuffer {
+    partial: Vec<u8>,
+}
+
+impl LineBuffer {
+    fn push(&mut self, mut bytes: &[u8], prefix: &str, is_err: bool) {
+        while let Some(newline) = bytes.iter().position(|b| *b == b'\n') {
+            self.partial.extend_from_slice(&bytes[..newline]);
+            emit(prefix, &self.partial, is_err);
+            self.partial.clear();
+            bytes = &bytes[newline + 1..];
+        }
+        self.partial.extend_from_slice(bytes);
+        while self.partial.len() >= MAX_LINE {
+            let rest = self.partial.split_off(MAX_LINE);
+            emit(prefix, &self.partial, is_err);
+            self.partial = rest;
+        }
+    }
+
+    /// At EOF or exit: what is left, as a line of its own.
+    fn flush_rest(&mut self, prefix: &str, is_err: bool) {
+        if !self.partial.is_empty() {
+            emit(prefix, &self.partial, is_err);
+            self.partial.clear();
+        }
+    }
+}
+
+/// One line, prefixed, in one write: lines of two components never mix.
+fn emit(prefix: &str, line: &[u8], is_err: bool) {
+    let mut out = Vec::with_capacity(prefix.len() + line.len() + 1);
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+    out.push(b'\n');
+    if is_err {
+        write_stderr_raw(&out);
+    } else {
+        write_stdout_raw(&out);
+    }
+}
+
+fn write_stdout_raw(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match nix::unistd::write(std::io::stdout(), bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => return,
+        }
+    }
+}
+
+const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
+
+/// `name       | `, padded to the longest name, coloured on a terminal.
+fn prefix(name: &str, width: usize, colour: bool, index: usize) -> String {
+    let padded = format!("{name:<width$} | ");
+    if colour {
+        format!("\x1b[{}m{padded}\x1b[0m", COLOURS[index % COLOURS.len()])
+    } else {
+        padded
+    }
+}
+
+/// Colour only on a terminal, unless NO_COLOR says never or FORCE_COLOR always.
+fn use_colour() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if set("NO_COLOR") {
+        return false;
+    }
+    if std::env::var_os("FORCE_COLOR").is_some_and(|v| !v.is_empty() && v != "0") {
+        return true;
+    }
+    std::io::stdout().is_terminal()
+}
+
+fn describe(exit: ChildExit) -> String {
+    match exit {
+        ChildExit::Code(code) => format!("exited with {code}"),
+        ChildExit::Signal(signal) => format!(
+            "was killed by SIG{} ({})",
+            signal_name(signal),
+            exit.status_code()
+        ),
+    }
+}
+
+/// A signal to one component, after its SIGNAL_MAP, to its group or itself.
+fn forward(spawned: &Spawned, policy: &Policy, received: i32) {
+    if !is_forwardable(received) {
+        return;
+    }
+    let signal = match policy.signal_map.iter().find(|(from, _)| *from == received) {
+        Some((_, None)) => return,
+        Some((_, Some(to))) => *to,
+        None => received,
+    };
+    let target = match policy.scope {
+        SignalScope::Group => -spawned.pgid.as_raw(),
+        SignalScope::Child => spawned.pid.as_raw(),
+    };
+    // SAFETY: kill(2) with a plain pid and signal number.
+    unsafe { libc::kill(target, signal) };
+}
