@@ -83,6 +83,7 @@ pub fn start_child(
         pid1 = is_pid1,
         "started the command"
     );
+    oom::log_notes();
     Ok(Supervised {
         child,
         policy,

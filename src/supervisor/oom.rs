@@ -38,6 +38,25 @@ pub struct OomWatch {
     unclaimed: u64,
 }
 
+/// What arming found, for the debug log once the child runs: a start-up
+/// that fails later must still end in its one line.
+static NOTES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn note(text: String) {
+    if let Ok(mut notes) = NOTES.lock() {
+        notes.push(text);
+    }
+}
+
+/// Writes the notes of `arm` to the debug log (once).
+pub fn log_notes() {
+    if let Ok(mut notes) = NOTES.lock() {
+        for text in notes.drain(..) {
+            tracing::debug!("{text}");
+        }
+    }
+}
+
 /// Finds the memory cgroup of this process and arms the watch; None (with
 /// one debug line saying why) when there is nothing to watch.
 pub fn arm() -> Option<OomWatch> {
@@ -47,13 +66,13 @@ pub fn arm() -> Option<OomWatch> {
         find_memory_cgroup(&cgroup, &mountinfo)
     });
     let Some((version, dir)) = found else {
-        tracing::debug!("OOM diagnosis off: no memory cgroup controller found");
+        note("OOM diagnosis off: no memory cgroup controller found".into());
         return None;
     };
     match OomWatch::open(version, dir) {
         Ok(watch) => Some(watch),
         Err(why) => {
-            tracing::debug!("OOM diagnosis off: {why}");
+            note(format!("OOM diagnosis off: {why}"));
             None
         }
     }
@@ -208,22 +227,22 @@ impl OomWatch {
             CgroupVersion::V1 => match eventfd_on(&dir) {
                 Ok(fd) => Some(fd),
                 Err(why) => {
-                    tracing::debug!(
+                    note(format!(
                         "no OOM notifications ({why}); OOM kills are read from the counter when a process is reaped"
-                    );
+                    ));
                     None
                 }
             },
         };
-        tracing::debug!(
-            cgroup = dir.display().to_string(),
-            version = match version {
+        note(format!(
+            "watching the memory cgroup {} ({}, limit {}) for OOM kills",
+            dir.display(),
+            match version {
                 CgroupVersion::V1 => "v1",
                 CgroupVersion::V2 => "v2",
             },
-            limit = human_bytes(limit),
-            "watching the memory cgroup for OOM kills"
-        );
+            human_bytes(limit)
+        ));
         Ok(OomWatch {
             version,
             dir,
