@@ -66,11 +66,6 @@ pub fn start_child(
     let is_pid1 = become_reaper();
     check_startup_signals(inbox)?;
     let child = spawn(request)?;
-    // The child keeps the directory it started in; PID 1 lives on for the
-    // container's life and must not pin a mount it never uses.
-    if let Err(e) = nix::unistd::chdir("/") {
-        tracing::debug!(error = %e, "could not move to /");
-    }
     tracing::info!(
         pid = child.pid.as_raw(),
         command = request.program.display().to_string(),
@@ -84,6 +79,11 @@ pub fn start_child(
         "started the command"
     );
     oom::log_notes();
+    // The child keeps the directory it started in; PID 1 lives on for the
+    // container's life and must not pin a mount it never uses.
+    if let Err(e) = nix::unistd::chdir("/") {
+        tracing::debug!(error = %e, "could not move to /");
+    }
     Ok(Supervised {
         child,
         policy,
