@@ -228,6 +228,15 @@ fn term_delay_holds_term_and_a_second_term_forwards_at_once() {
     running.wait_file("ready", secs(20));
     let sent = Instant::now();
     running.signal(libc::SIGTERM);
+    // The hold must survive any other signal that arrives after it.
+    let held = wait_until(secs(20), || {
+        running
+            .dir
+            .read("stderr")
+            .contains("holding SIGTERM")
+            .then_some(())
+    });
+    assert!(held.is_some(), "{}", running.dir.read("stderr"));
     running.signal(libc::SIGUSR2);
     let got = running.wait_file("got", secs(20));
     assert_eq!(got.trim(), "USR2", "TERM must be held, USR2 forwarded");

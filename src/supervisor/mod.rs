@@ -242,8 +242,13 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
                 );
                 continue;
             }
-            if held_term.take().is_some() && signal != libc::SIGTERM {
-                forward(child, policy, libc::SIGTERM, &mut grace_deadline);
+            // Only a second TERM or an INT cuts the delay short; any other
+            // signal is forwarded and the TERM stays held.
+            if held_term.is_some() && (signal == libc::SIGTERM || signal == libc::SIGINT) {
+                held_term = None;
+                if signal == libc::SIGINT {
+                    forward(child, policy, libc::SIGTERM, &mut grace_deadline);
+                }
             }
             forward(child, policy, signal, &mut grace_deadline);
             // A child on our terminal reports its own stop (above); one in a
