@@ -86,13 +86,14 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     check_startup_signals(inbox)?;
 
     enter_phase(Phase::Wait);
-    readiness::wait_until_ready(inbox, &settings, &layers, targets)?;
+    let schemas = airflow::schemas_to_wait_for(&settings, &layers, version)?;
+    let database = readiness::wait_until_ready(inbox, &settings, &layers, targets, &schemas)?;
     if wait_only {
         return Ok(Started::Done(0));
     }
 
     enter_phase(Phase::Startup);
-    airflow::steps::run_all(inbox, &settings, &mut layers, version)?;
+    airflow::steps::run_all(inbox, &settings, &mut layers, version, database.as_ref())?;
     check_startup_signals(inbox)?;
 
     enter_phase(Phase::Command);

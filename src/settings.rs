@@ -89,6 +89,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("WAIT", "`auto`\\|`always`\\|`never`", "`auto`", "Which commands wait for the metadata database (and the Celery broker): `auto` the Airflow components and DB commands; `always` every command, and none; `never` no waiting."),
     own("WAIT_TIMEOUT", "seconds", "`CONNECTION_CHECK_MAX_COUNT` × `CONNECTION_CHECK_SLEEP_TIME`", "The whole waiting budget; when it is spent, exit 69 with the last reason."),
     own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
+    own("WAIT_FOR_MIGRATIONS", "bool", "`false`", "After the metadata database answers, also wait (within the same budget) until its `alembic_version` (and `alembic_version_fab` when FAB's DB manager runs) holds the heads of the installed migration files. With `--wait-only` it replaces `airflow db check-migrations` in init containers."),
+    own("MIGRATE", "`auto`\\|`always`", "`auto`", "With `_AIRFLOW_DB_MIGRATE=true`: `auto` skips `airflow db migrate` when the schema is already at the installed heads (one log line); `always` runs it every time."),
     own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
     own("STEP_TIMEOUT", "seconds", "`3600`", "Time limit of each start-up step (pip, migration, admin user, init script); past it the step is killed and start-up fails."),
     compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),
@@ -133,9 +135,17 @@ pub struct Settings {
     pub wait: WaitMode,
     pub wait_timeout: Option<Duration>,
     pub wait_interval: Duration,
+    pub wait_for_migrations: bool,
+    pub migrate: MigrateMode,
     pub init_dir: std::path::PathBuf,
     pub init_dir_explicit: bool,
     pub step_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateMode {
+    Auto,
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +177,8 @@ struct Raw {
     wait: Option<String>,
     wait_timeout: Option<String>,
     wait_interval: Option<String>,
+    wait_for_migrations: Option<String>,
+    migrate: Option<String>,
     init_dir: Option<String>,
     step_timeout: Option<String>,
 }
@@ -317,6 +329,17 @@ impl Settings {
             wait_interval: match raw.wait_interval.as_deref() {
                 None => Duration::from_millis(250),
                 Some(v) => seconds(s, "WAIT_INTERVAL", v)?.max(Duration::from_millis(10)),
+            },
+            wait_for_migrations: boolean(
+                s,
+                "WAIT_FOR_MIGRATIONS",
+                raw.wait_for_migrations.as_deref(),
+                false,
+            )?,
+            migrate: match raw.migrate.as_deref() {
+                None | Some("auto") => MigrateMode::Auto,
+                Some("always") => MigrateMode::Always,
+                Some(other) => return Err(bad(s, "MIGRATE", other, "`auto` or `always`")),
             },
             init_dir_explicit: raw.init_dir.is_some(),
             init_dir: raw

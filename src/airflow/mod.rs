@@ -5,13 +5,17 @@
 
 pub mod components;
 pub mod healthcheck;
+pub mod migrations;
 pub mod steps;
 pub mod version;
 
 use std::ffi::{OsStr, OsString};
 
 use crate::env::layers::Layered;
+use crate::error::Failure;
+use crate::readiness::schema::ExpectedSchema;
 use crate::readiness::Needs;
+use crate::settings::Settings;
 use crate::supervisor::program::find_program;
 use components::Planned;
 use version::Version;
@@ -77,6 +81,31 @@ pub fn installed_version(layers: &Layered) -> Option<version::Found> {
         script.as_deref(),
         layers.get("HOME"),
     )
+}
+
+/// The schemas the wait waits for: none unless WAIT_FOR_MIGRATIONS.
+pub fn schemas_to_wait_for(
+    settings: &Settings,
+    layers: &Layered,
+    version: Option<Version>,
+) -> Result<Vec<ExpectedSchema>, Failure> {
+    if !settings.wait_for_migrations || settings.wait == crate::settings::WaitMode::Never {
+        return Ok(Vec::new());
+    }
+    installed_schemas(layers, version)
+}
+
+/// The schema heads of the Airflow on the service user's PATH (and FAB's
+/// when its DB manager runs).
+pub fn installed_schemas(
+    layers: &Layered,
+    version: Option<Version>,
+) -> Result<Vec<ExpectedSchema>, Failure> {
+    let path = layers.get("PATH").map(OsStr::new);
+    let script = find_program(OsStr::new("airflow"), path).ok();
+    let version = version.or_else(|| installed_version(layers).map(|f| f.version));
+    let sites = version::site_dirs(script.as_deref(), layers.get("HOME"));
+    migrations::expected_schemas(layers, &sites, version)
 }
 
 /// `--healthcheck`: one line for stdout and the exit code (0 healthy, 1 not).
