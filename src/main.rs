@@ -64,9 +64,8 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     match invocation.action {
         Action::PrintEnv => return Ok(Started::Done(print_stdout(&env::print::table(&layers)))),
         Action::Healthcheck => {
-            let (line, code) = airflow::health_verdict(&layers, &invocation.command);
-            print_stdout(&line);
-            return Ok(Started::Done(code));
+            let verdict = airflow::healthcheck(inbox, &settings, &layers, &invocation.command);
+            return Ok(Started::Done(verdict));
         }
         _ => env::log_if_asked(&settings, &layers),
     }
@@ -81,7 +80,7 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     let path = layers.get("PATH").map(std::ffi::OsString::from);
     let mut run = supervisor::steps::command_runner(inbox, layers.child_env(), path);
     let wait_only = invocation.action == Action::WaitOnly;
-    let needs = airflow::wait_needs(&planned, wait_only);
+    let needs = airflow::wait_needs(&planned, &layers, wait_only);
     let targets = readiness::resolve_targets(&settings, &layers, needs, &mut run)?;
     check_startup_signals(inbox)?;
 
@@ -90,6 +89,10 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     let database = readiness::wait_until_ready(inbox, &settings, &layers, targets, &schemas)?;
     if wait_only {
         return Ok(Started::Done(0));
+    }
+    let native = airflow::native::answer(inbox, &settings, &layers, &planned.argv, &database)?;
+    if let Some(code) = native {
+        return Ok(Started::Done(code));
     }
 
     enter_phase(Phase::Startup);

@@ -91,6 +91,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
     own("WAIT_FOR_MIGRATIONS", "bool", "`false`", "After the metadata database answers, also wait (within the same budget) until its `alembic_version` (and `alembic_version_fab` when FAB's DB manager runs) holds the heads of the installed migration files. With `--wait-only` it replaces `airflow db check-migrations` in init containers."),
     own("MIGRATE", "`auto`\\|`always`", "`auto`", "With `_AIRFLOW_DB_MIGRATE=true`: `auto` skips `airflow db migrate` when the schema is already at the installed heads (one log line); `always` runs it every time."),
+    own("NATIVE_CHECKS", "bool", "`true`", "Answer `airflow jobs check ...` and `airflow db check-migrations ...` natively from the database, without starting Python; hands them to the real `airflow` for a flag it does not know or a custom `hostname_callable`."),
+    own("HOSTNAME", "name", "as Airflow's default `hostname_callable`", "The host name Airflow records for this container's jobs, for `--healthcheck` and `airflow jobs check --local` when `[core] hostname_callable` is not the default."),
     own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
     own("STEP_TIMEOUT", "seconds", "`3600`", "Time limit of each start-up step (pip, migration, admin user, init script); past it the step is killed and start-up fails."),
     compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),
@@ -137,6 +139,8 @@ pub struct Settings {
     pub wait_interval: Duration,
     pub wait_for_migrations: bool,
     pub migrate: MigrateMode,
+    pub native_checks: bool,
+    pub hostname: Option<String>,
     pub init_dir: std::path::PathBuf,
     pub init_dir_explicit: bool,
     pub step_timeout: Duration,
@@ -179,6 +183,8 @@ struct Raw {
     wait_interval: Option<String>,
     wait_for_migrations: Option<String>,
     migrate: Option<String>,
+    native_checks: Option<String>,
+    hostname: Option<String>,
     init_dir: Option<String>,
     step_timeout: Option<String>,
 }
@@ -341,6 +347,8 @@ impl Settings {
                 Some("always") => MigrateMode::Always,
                 Some(other) => return Err(bad(s, "MIGRATE", other, "`auto` or `always`")),
             },
+            native_checks: boolean(s, "NATIVE_CHECKS", raw.native_checks.as_deref(), true)?,
+            hostname: raw.hostname.clone(),
             init_dir_explicit: raw.init_dir.is_some(),
             init_dir: raw
                 .init_dir

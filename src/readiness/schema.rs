@@ -153,18 +153,24 @@ pub fn wait_for_heads(
             last_log = Some(now);
             tracing::info!("{reason}");
         }
-        let until = (now + POLL_EVERY).min(deadline);
-        while Instant::now() < until {
-            for signal in inbox.wait(Some(until), None) {
-                if is_terminating(signal) {
-                    return Err(Failure::interrupted(signal));
-                }
-                if signal == libc::SIGCHLD {
-                    inbox.put_back(signal);
-                }
+        pause_until(inbox, (now + POLL_EVERY).min(deadline))?;
+    }
+}
+
+/// Waits until `until` while answering signals: TERM/INT end the wait
+/// (128+N); a SIGCHLD is left in the inbox for the supervisor.
+pub fn pause_until(inbox: &SignalInbox, until: Instant) -> Result<(), Failure> {
+    while Instant::now() < until {
+        for signal in inbox.wait(Some(until), None) {
+            if is_terminating(signal) {
+                return Err(Failure::interrupted(signal));
+            }
+            if signal == libc::SIGCHLD {
+                inbox.put_back(signal);
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
