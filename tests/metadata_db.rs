@@ -71,6 +71,9 @@ enum Sha2Path {
     /// Not cached and no TLS: 0x04, the client asks for the key (0x02),
     /// gets the PEM and sends the RSA-encrypted password.
     FullRsa,
+    /// Not cached, over TLS (SSLRequest first): 0x04, and the password
+    /// comes in clear inside the TLS stream.
+    FullTls,
 }
 
 fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
@@ -80,7 +83,7 @@ fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
     p
 }
 
-fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
+fn read_packet(s: &mut impl Read) -> (u8, Vec<u8>) {
     let mut h = [0u8; 4];
     s.read_exact(&mut h).unwrap();
     let len = h[0] as usize | (h[1] as usize) << 8 | (h[2] as usize) << 16;
@@ -91,12 +94,14 @@ fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
 
 const NONCE: &[u8; 20] = b"abcdefghij0123456789";
 
-fn greeting() -> Vec<u8> {
+fn greeting(tls: bool) -> Vec<u8> {
     // protocol 10, version, connection id, nonce[..8], filler, capabilities
     // (PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB |
     // LONG_PASSWORD | LONG_FLAG | TRANSACTIONS | PLUGIN_AUTH_LENENC), the
     // charset, status, nonce length, reserved, nonce[8..], the plugin.
-    let caps: u32 = 0x0000_0001
+    let tls_flag: u32 = if tls { 0x0000_0800 } else { 0 };
+    let caps: u32 = tls_flag
+        | 0x0000_0001
         | 0x0000_0004
         | 0x0000_0008
         | 0x0000_0200
@@ -184,13 +189,57 @@ impl FakeMysql {
                 } else {
                     c.arg(&key).arg("-out").arg(&public);
                 }
-                assert!(c.status().unwrap().success());
+                assert!(c.output().unwrap().status.success());
             }
         }
+        if path == Sha2Path::FullTls {
+            let mut c = std::process::Command::new("openssl");
+            c.args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+            ])
+            .arg(key_dir.join("tls.key"))
+            .arg("-out")
+            .arg(key_dir.join("tls.crt"));
+            assert!(c.output().unwrap().status.success());
+        }
+        let key_dir_path = key_dir.path().to_path_buf();
         let handle = std::thread::spawn(move || -> Result<(), String> {
             let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-            s.write_all(&packet(0, &greeting())).unwrap();
+            s.write_all(&packet(0, &greeting(path == Sha2Path::FullTls)))
+                .unwrap();
+            if path == Sha2Path::FullTls {
+                let (_, ssl_request) = read_packet(&mut s);
+                if ssl_request.len() != 32 || ssl_request[1] & 0x08 == 0 {
+                    return Err(format!("expected an SSLRequest, got {ssl_request:?}"));
+                }
+                let mut tls = tls_server(&key_dir_path, s);
+                let (_, response) = read_packet(&mut tls);
+                if response.len() < 33 {
+                    return Err("no handshake response over TLS".into());
+                }
+                tls.write_all(&packet(3, &[0x01, 0x04])).unwrap();
+                let (seq, clear) = read_packet(&mut tls);
+                let mut want = password.as_bytes().to_vec();
+                want.push(0);
+                if clear != want {
+                    return Err("wrong password over TLS".into());
+                }
+                tls.write_all(&packet(seq + 1, &[0, 0, 0, 2, 0, 0, 0]))
+                    .unwrap();
+                tls.flush().unwrap();
+                let _ = read_packet(&mut tls); // COM_QUIT
+                return Ok(());
+            }
             let (_, response) = read_packet(&mut s);
             let ok = packet(0, &[0, 0, 0, 2, 0, 0, 0]);
             let deny = |s: &mut TcpStream, seq: u8| {
@@ -211,6 +260,7 @@ impl FakeMysql {
                     ok[3] = 3;
                     s.write_all(&ok).unwrap();
                 }
+                Sha2Path::FullTls => unreachable!(),
                 Sha2Path::FullRsa => {
                     s.write_all(&packet(2, &[0x01, 0x04])).unwrap();
                     let (seq, ask) = read_packet(&mut s);
@@ -263,6 +313,41 @@ impl FakeMysql {
     fn verdict(mut self) -> Result<(), String> {
         self.handle.take().unwrap().join().unwrap()
     }
+}
+
+/// A TLS server side over `socket` with the certificate in `dir`.
+fn tls_server(
+    dir: &std::path::Path,
+    socket: TcpStream,
+) -> rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_file(dir.join("tls.crt")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(dir.join("tls.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+    rustls::StreamOwned::new(conn, socket)
+}
+
+#[test]
+fn caching_sha2_full_authentication_over_tls_sends_the_password_inside_it() {
+    let keys = TempDir::new("sha2-tls");
+    let fake = FakeMysql::start(Sha2Path::FullTls, "tls-secret", &keys);
+    let f = wait_db(&format!(
+        "mysql://airflow:tls-secret@127.0.0.1:{}/airflow?ssl_mode=REQUIRED",
+        fake.port
+    ))
+    .run(secs(30));
+    f.expect_code(0);
+    assert_no_secret(&f, "tls-secret");
+    fake.verdict().unwrap();
 }
 
 #[test]
