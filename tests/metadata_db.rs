@@ -496,3 +496,34 @@ fn the_schema_wait_on_mariadb_follows_alembic_version() {
     };
     schema_wait_follows_the_tables(&url, &sql, &venv);
 }
+
+#[test]
+fn the_schema_wait_is_also_the_login_check() {
+    if !needs_root("the_schema_wait_is_also_the_login_check") {
+        return;
+    }
+    let Some(venv) = airflow_venv("3.3.2", "the_schema_wait_is_also_the_login_check") else {
+        return;
+    };
+    // Nothing listens yet: it keeps trying and says why, within the budget.
+    let cluster = PgCluster::init(false);
+    let url = |pw: &str| {
+        format!(
+            "postgresql://airflow:{pw}@127.0.0.1:{}/airflow",
+            cluster.port
+        )
+    };
+    let f = wait_schema(&venv, &url("airflow-pw"), "1").run(secs(30));
+    f.expect_code(69);
+    assert!(f.stderr.contains("connection refused"), "{}", f.stderr);
+    // A wrong password: fatal at once, one line, no password.
+    let pg = cluster.start();
+    assert!(pg.wait_log("ready to accept connections", secs(60)));
+    let started = Instant::now();
+    let f = wait_schema(&venv, &url("not-the-pw"), "30").run(secs(40));
+    f.expect_code(69);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(f.stderr.contains("28P01"), "{}", f.stderr);
+    assert_eq!(error_lines(&f).len(), 1, "{}", f.stderr);
+    assert_no_secret(&f, "not-the-pw");
+}

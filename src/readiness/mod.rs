@@ -81,6 +81,12 @@ pub fn wait_until_ready(
         return Ok(database.map(|(t, _)| t));
     }
     let started = Instant::now();
+    // With schemas to wait for, their query is the database's probe too:
+    // one connection and one login instead of two.
+    let mut targets = targets;
+    if !schemas.is_empty() {
+        targets.retain(|t| t.label != DATABASE_LABEL);
+    }
     wait::wait_for_all(inbox, targets, budget)?;
     match database {
         Some((target, shown)) => {

@@ -10,6 +10,7 @@ use crate::error::{code, Failure};
 use crate::signals::{is_terminating, SignalInbox};
 use crate::wire::sql::{self, SqlError};
 use crate::wire::url::Target;
+use crate::wire::Verdict;
 
 /// One alembic-managed schema the installed Airflow expects.
 #[derive(Debug, Clone)]
@@ -33,6 +34,7 @@ pub enum Standing {
 }
 
 const POLL_EVERY: Duration = Duration::from_millis(250);
+const RETRY_CONNECT: Duration = Duration::from_millis(100);
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// The revisions in each schema's version table (an absent table is an
@@ -104,6 +106,7 @@ pub fn wait_for_heads(
 ) -> Result<(), Failure> {
     let mut last_log: Option<Instant> = None;
     loop {
+        let mut connected = true;
         let left = deadline.saturating_duration_since(Instant::now());
         let per_attempt = left.clamp(Duration::from_millis(200), Duration::from_secs(3));
         let reason = match current_revisions(target, per_attempt, schemas) {
@@ -137,6 +140,19 @@ pub fn wait_for_heads(
                 }
                 behind.join("; ")
             }
+            Err(SqlError::Connection(Verdict::Fatal(reason))) => {
+                return Err(Failure::new(
+                    code::UNAVAILABLE,
+                    format!(
+                    "metadata database refused us: {reason} — {shown_url}; gave up after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ),
+                ))
+            }
+            Err(SqlError::Connection(Verdict::NotYet(reason))) => {
+                connected = false;
+                format!("the metadata database is not ready: {reason}")
+            }
             Err(e) => format!("cannot read the schema version: {e}"),
         };
         let now = Instant::now();
@@ -153,7 +169,9 @@ pub fn wait_for_heads(
             last_log = Some(now);
             tracing::info!("{reason}");
         }
-        pause_until(inbox, (now + POLL_EVERY).min(deadline))?;
+        // Not answering yet: look again soon, as the probe would.
+        let pause = if connected { POLL_EVERY } else { RETRY_CONNECT };
+        pause_until(inbox, (now + pause).min(deadline))?;
     }
 }
 
