@@ -73,9 +73,8 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     match invocation.action {
         Action::PrintEnv => return Ok(Started::Done(print_stdout(&env::print::table(&layers)))),
         Action::Healthcheck => {
-            let (line, code) = airflow::health_verdict(&layers, &invocation.command);
-            print_stdout(&line);
-            return Ok(Started::Done(code));
+            let verdict = airflow::healthcheck(inbox, &settings, &layers, &invocation.command);
+            return Ok(Started::Done(verdict));
         }
         _ => env::log_if_asked(&settings, &layers),
     }
@@ -90,18 +89,22 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     let path = layers.get("PATH").map(std::ffi::OsString::from);
     let mut run = supervisor::steps::command_runner(inbox, layers.child_env(), path);
     let wait_only = invocation.action == Action::WaitOnly;
-    let needs = airflow::wait_needs(&members, wait_only);
+    let needs = airflow::wait_needs(&members, &layers, wait_only);
     let targets = readiness::resolve_targets(&settings, &layers, needs, &mut run)?;
     check_startup_signals(inbox)?;
 
     enter_phase(Phase::Wait);
-    readiness::wait_until_ready(inbox, &settings, &layers, targets)?;
+    let schemas = airflow::schemas_to_wait_for(&settings, &layers, version)?;
+    let database = readiness::wait_until_ready(inbox, &settings, &layers, targets, &schemas)?;
     if wait_only {
         return Ok(Started::Done(0));
     }
+    if let Some(code) = airflow::native::answer(inbox, &settings, &layers, &members, &database)? {
+        return Ok(Started::Done(code));
+    }
 
     enter_phase(Phase::Startup);
-    airflow::steps::run_all(inbox, &settings, &mut layers, version)?;
+    airflow::steps::run_all(inbox, &settings, &mut layers, version, database.as_ref())?;
     check_startup_signals(inbox)?;
 
     enter_phase(Phase::Command);

@@ -89,6 +89,10 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("WAIT", "`auto`\\|`always`\\|`never`", "`auto`", "Which commands wait for the metadata database (and the Celery broker): `auto` the Airflow components and DB commands; `always` every command, and none; `never` no waiting."),
     own("WAIT_TIMEOUT", "seconds", "`CONNECTION_CHECK_MAX_COUNT` × `CONNECTION_CHECK_SLEEP_TIME`", "The whole waiting budget; when it is spent, exit 69 with the last reason."),
     own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts, above 0; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
+    own("WAIT_FOR_MIGRATIONS", "bool", "`false`", "After the metadata database answers, also wait (within the same budget) until its `alembic_version` (and `alembic_version_fab` when FAB's DB manager runs) holds the heads of the installed migration files. With `--wait-only` it replaces `airflow db check-migrations` in init containers."),
+    own("MIGRATE", "`auto`\\|`always`", "`auto`", "With `_AIRFLOW_DB_MIGRATE=true`: `auto` skips `airflow db migrate` when the schema is already at the installed heads (one log line); `always` runs it every time."),
+    own("NATIVE_CHECKS", "bool", "`true`", "Answer `airflow jobs check ...` and `airflow db check-migrations ...` natively from the database, without starting Python; hands them to the real `airflow` for a flag it does not know or a custom `hostname_callable`."),
+    own("HOSTNAME", "name", "as Airflow's default `hostname_callable`", "The host name Airflow records for this container's jobs, for `--healthcheck` and `airflow jobs check --local` when `[core] hostname_callable` is not the default."),
     own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
     own("RESTART", "`always`\\|`never`", "`always`", "Several components (`scheduler + api-server ...`): restart one that exits, with back-off (1 s doubling to 60 s, jitter, reset after 5 minutes up), or `never`: stop everything and exit with its status."),
     own("RESTART_LIMIT", "number", "`5`", "Several components: restarts of one component in a row (without 5 minutes up in between) before the entrypoint stops everything and exits with that component's status."),
@@ -136,12 +140,22 @@ pub struct Settings {
     pub wait: WaitMode,
     pub wait_timeout: Option<Duration>,
     pub wait_interval: Duration,
+    pub wait_for_migrations: bool,
+    pub migrate: MigrateMode,
+    pub native_checks: bool,
+    pub hostname: Option<String>,
     pub init_dir: std::path::PathBuf,
     pub init_dir_explicit: bool,
     pub step_timeout: Duration,
     pub restart: bool,
     pub restart_limit: u32,
     pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateMode {
+    Auto,
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +187,10 @@ struct Raw {
     wait: Option<String>,
     wait_timeout: Option<String>,
     wait_interval: Option<String>,
+    wait_for_migrations: Option<String>,
+    migrate: Option<String>,
+    native_checks: Option<String>,
+    hostname: Option<String>,
     init_dir: Option<String>,
     step_timeout: Option<String>,
     restart: Option<String>,
@@ -337,6 +355,19 @@ impl Settings {
                     interval => interval.max(Duration::from_millis(10)),
                 },
             },
+            wait_for_migrations: boolean(
+                s,
+                "WAIT_FOR_MIGRATIONS",
+                raw.wait_for_migrations.as_deref(),
+                false,
+            )?,
+            migrate: match raw.migrate.as_deref() {
+                None | Some("auto") => MigrateMode::Auto,
+                Some("always") => MigrateMode::Always,
+                Some(other) => return Err(bad(s, "MIGRATE", other, "`auto` or `always`")),
+            },
+            native_checks: boolean(s, "NATIVE_CHECKS", raw.native_checks.as_deref(), true)?,
+            hostname: raw.hostname.clone(),
             init_dir_explicit: raw.init_dir.is_some(),
             init_dir: raw
                 .init_dir

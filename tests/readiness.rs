@@ -10,20 +10,6 @@ use support::servers::*;
 use support::*;
 
 /// `--wait-only` for the metadata database at `url`.
-fn wait_db(url: &str) -> Run {
-    Run::new(Mode::Subreaper, "wait")
-        .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url)
-        .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "20")
-        .arg("--wait-only")
-}
-
-fn assert_no_secret(f: &Finished, secret: &str) {
-    assert!(
-        !f.stderr.contains(secret) && !f.stdout.contains(secret),
-        "the password leaked:\n{}",
-        f.stderr
-    );
-}
 
 #[test]
 fn postgres_with_scram_password_is_ready_and_wrong_password_or_database_or_hba_are_fatal() {

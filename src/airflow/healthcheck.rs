@@ -1,6 +1,8 @@
-//! `--healthcheck`: asks the running component's own health endpoint, for a
-//! Docker HEALTHCHECK or a Kubernetes exec probe, within 5 s and without
-//! starting Python. Exit 0 healthy, 1 not. It only reads and connects.
+//! `--healthcheck`: asks the running component's own health endpoint, or
+//! for the scheduler (health server off), triggerer and dag-processor the
+//! job table's heartbeats as `airflow jobs check --local` does; for a Docker
+//! HEALTHCHECK or a Kubernetes exec probe, within 5 s and without starting
+//! Python. Exit 0 healthy, 1 not. It only reads and connects.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -8,6 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::airflow::components::airflow_subcommand;
+use crate::airflow::jobs::Job;
 use crate::env::layers::Layered;
 
 const BUDGET: Duration = Duration::from_secs(5);
@@ -19,8 +22,41 @@ pub enum Check {
         port: u16,
         path: &'static str,
     },
+    /// This host's newest running job of the type in the job table.
+    Jobs {
+        job_type: &'static str,
+        /// Why the job table was asked, for the verdict line.
+        why: &'static str,
+    },
     /// No health endpoint: the container running is all we can say.
     Running(String),
+}
+
+/// The verdict on this host's jobs: the first (newest) of `jobs` must be
+/// alive, as `airflow jobs check --local` with its default `--limit 1`.
+pub fn job_verdict(
+    jobs: &[Job],
+    job_type: &str,
+    host: &str,
+    threshold: f64,
+) -> Result<String, String> {
+    let Some(job) = jobs.first() else {
+        return Err(format!("no running {job_type} on {host} in the job table"));
+    };
+    match job.age {
+        Some(age) if age < threshold => Ok(format!(
+            "{job_type} {} on {host}, heartbeat {age:.1} s ago",
+            job.id
+        )),
+        Some(age) => Err(format!(
+            "{job_type} {} on {host}: last heartbeat {age:.1} s ago, past the {threshold} s threshold",
+            job.id
+        )),
+        None => Err(format!(
+            "{job_type} {} on {host} has never sent a heartbeat",
+            job.id
+        )),
+    }
 }
 
 /// The component's COMMAND: the one given, else PID 1's own arguments
@@ -64,16 +100,28 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
             if layers
                 .get("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK")
                 .and_then(crate::settings::parse_bool)
-                == Some(true) =>
+                != Some(true) =>
         {
-            Check::Http {
-                port: port(
-                    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
-                    8974,
-                ),
-                path: "/health",
+            Check::Jobs {
+                job_type: "SchedulerJob",
+                why: "from the job table: the scheduler's health server is off",
             }
         }
+        Some(("scheduler", _)) => Check::Http {
+            port: port(
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+                8974,
+            ),
+            path: "/health",
+        },
+        Some(("triggerer", _)) => Check::Jobs {
+            job_type: "TriggererJob",
+            why: "from the job table",
+        },
+        Some(("dag-processor", _)) => Check::Jobs {
+            job_type: "DagProcessorJob",
+            why: "from the job table",
+        },
         Some((sub, _)) => Check::Running(format!("airflow {sub} has no health endpoint to ask")),
         None => Check::Running("not an Airflow component".into()),
     }
@@ -88,7 +136,10 @@ pub fn run(check: &Check) -> Result<String, String> {
 pub fn run_within(check: &Check, budget: Duration) -> Result<String, String> {
     match check {
         Check::Running(why) => Ok(format!("{why}; the container is running")),
-        Check::Http { port, path } => http_get(*port, path, budget),
+        Check::Http { port, path } => {
+            http_get(*port, path, budget).map(|d| format!("{d} (the component's health server)"))
+        }
+        Check::Jobs { .. } => Err("the job table is read by the caller".into()),
     }
 }
 
@@ -171,7 +222,17 @@ mod tests {
         );
         assert!(matches!(
             plan(&argv(&["scheduler"]), &layers, 3),
-            Check::Running(_)
+            Check::Jobs {
+                job_type: "SchedulerJob",
+                ..
+            }
+        ));
+        assert!(matches!(
+            plan(&argv(&["dag-processor"]), &layers, 3),
+            Check::Jobs {
+                job_type: "DagProcessorJob",
+                ..
+            }
         ));
         layers.set(
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",

@@ -5,15 +5,23 @@
 
 pub mod components;
 pub mod healthcheck;
+pub mod jobs;
+pub mod migrations;
+pub mod native;
 pub mod steps;
 pub mod version;
 
 use std::ffi::{OsStr, OsString};
 
 use crate::env::layers::Layered;
+use crate::env::urls;
 use crate::error::Failure;
+use crate::readiness::schema::ExpectedSchema;
 use crate::readiness::Needs;
+use crate::settings::Settings;
+use crate::signals::SignalInbox;
 use crate::supervisor::program::find_program;
+use crate::wire::url::Target;
 use components::Planned;
 use version::Version;
 
@@ -106,10 +114,14 @@ fn unique_name(members: &[Member], name: String) -> String {
 }
 
 /// What the planned command (every member of it) waits for; `--wait-only`
-/// with no COMMAND waits for the metadata database.
-pub fn wait_needs(members: &[Member], wait_only: bool) -> Needs {
+/// with no COMMAND waits for the metadata database, and so does a start-up
+/// that migrates it.
+pub fn wait_needs(members: &[Member], layers: &Layered, wait_only: bool) -> Needs {
+    let migrates = ["_AIRFLOW_DB_MIGRATE", "_AIRFLOW_DB_UPGRADE"]
+        .iter()
+        .any(|k| layers.get(k).and_then(crate::settings::parse_bool) == Some(true));
     Needs {
-        database: members.iter().any(|m| m.planned.needs_database),
+        database: members.iter().any(|m| m.planned.needs_database) || (migrates && !wait_only),
         broker: members.iter().any(|m| m.planned.needs_broker),
         wait_only_default: wait_only && members.iter().all(|m| m.planned.argv.is_empty()),
     }
@@ -138,12 +150,108 @@ pub fn installed_version(layers: &Layered) -> Option<version::Found> {
     )
 }
 
-/// `--healthcheck`: one line for stdout and the exit code (0 healthy, 1 not).
-pub fn health_verdict(layers: &Layered, given: &[OsString]) -> (String, i32) {
+/// The schemas the wait waits for: none unless WAIT_FOR_MIGRATIONS.
+pub fn schemas_to_wait_for(
+    settings: &Settings,
+    layers: &Layered,
+    version: Option<Version>,
+) -> Result<Vec<ExpectedSchema>, Failure> {
+    if !settings.wait_for_migrations || settings.wait == crate::settings::WaitMode::Never {
+        return Ok(Vec::new());
+    }
+    installed_schemas(layers, version)
+}
+
+/// The schema heads of the Airflow on the service user's PATH (and FAB's
+/// when its DB manager runs).
+pub fn installed_schemas(
+    layers: &Layered,
+    version: Option<Version>,
+) -> Result<Vec<ExpectedSchema>, Failure> {
+    let path = layers.get("PATH").map(OsStr::new);
+    let script = find_program(OsStr::new("airflow"), path).ok();
+    let version = version.or_else(|| installed_version(layers).map(|f| f.version));
+    let sites = version::site_dirs(script.as_deref(), layers.get("HOME"));
+    migrations::expected_schemas(layers, &sites, version)
+}
+
+/// `--healthcheck`: prints the verdict line; the exit code (0 healthy, 1 not).
+pub fn healthcheck(
+    inbox: &SignalInbox,
+    settings: &Settings,
+    layers: &Layered,
+    given: &[OsString],
+) -> i32 {
+    let (line, code) = health_verdict(inbox, settings, layers, given);
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, line.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
+    code
+}
+
+/// `--healthcheck`'s line for stdout and the exit code.
+fn health_verdict(
+    inbox: &SignalInbox,
+    settings: &Settings,
+    layers: &Layered,
+    given: &[OsString],
+) -> (String, i32) {
     let command = healthcheck::component_command(given);
     let major = installed_version(layers).map_or(3, |f| f.version.0);
-    match healthcheck::run(&healthcheck::plan(&command, layers, major)) {
+    let verdict = match healthcheck::plan(&command, layers, major) {
+        healthcheck::Check::Jobs { job_type, why } => {
+            job_health(inbox, settings, layers, job_type).map(|detail| format!("{detail} ({why})"))
+        }
+        check => healthcheck::run(&check),
+    };
+    match verdict {
         Ok(detail) => (format!("healthy: {detail}\n"), 0),
         Err(reason) => (format!("unhealthy: {reason}\n"), 1),
     }
 }
+
+/// The metadata database's target, resolved as the wait does (a `_CMD`
+/// runs through the supervisor's mechanism).
+pub fn database_target(inbox: &SignalInbox, layers: &Layered) -> Result<Target, Failure> {
+    let path = layers.get("PATH").map(OsString::from);
+    let mut run = crate::supervisor::steps::command_runner(inbox, layers.child_env(), path);
+    let resolved = urls::resolve(urls::Url::MetadataDatabase, layers, &mut run)?;
+    crate::wire::url::parse(&resolved.url)
+        .map_err(|e| Failure::config(format!("{}: {e}", resolved.origin)))
+}
+
+/// This host's name as Airflow records it on its jobs: HOSTNAME when set,
+/// else Airflow's default callable; a custom callable needs HOSTNAME.
+pub fn job_hostname(settings: &Settings, layers: &Layered) -> Result<String, String> {
+    if let Some(name) = &settings.hostname {
+        return Ok(name.clone());
+    }
+    match jobs::custom_hostname_callable(layers).map_err(|f| f.message)? {
+        Some(callable) => Err(format!(
+            "[core] hostname_callable is {callable}, which only Python can call; set AIRFLOW_ENTRYPOINT_HOSTNAME (--hostname) to the name it returns"
+        )),
+        None => Ok(jobs::airflow_fqdn()),
+    }
+}
+
+fn job_health(
+    inbox: &SignalInbox,
+    settings: &Settings,
+    layers: &Layered,
+    job_type: &str,
+) -> Result<String, String> {
+    let host = job_hostname(settings, layers)?;
+    let target = database_target(inbox, layers).map_err(|f| f.message)?;
+    let threshold = jobs::threshold(layers, job_type).map_err(|f| f.message)?;
+    let filter = jobs::JobFilter {
+        job_type: Some(job_type.to_string()),
+        hostname: Some(host.clone()),
+        limit: 1,
+    };
+    let found = jobs::running_jobs(&target, HEALTH_DB_TIMEOUT, &filter)
+        .map_err(|e| format!("the metadata database did not answer: {e}"))?;
+    healthcheck::job_verdict(&found, job_type, &host, threshold)
+}
+
+/// How long `--healthcheck` gives the metadata database.
+const HEALTH_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

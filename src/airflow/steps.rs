@@ -11,12 +11,14 @@ use std::time::Duration;
 use crate::airflow::version::{self, Version};
 use crate::env::layers::{Layered, Source};
 use crate::error::Failure;
-use crate::settings::{parse_bool, Settings};
+use crate::readiness::schema::{current_revisions, standing, Standing};
+use crate::settings::{parse_bool, MigrateMode, Settings};
 use crate::signals::SignalInbox;
 use crate::supervisor::program::find_program;
 use crate::supervisor::reap::ChildExit;
 use crate::supervisor::spawn::SpawnRequest;
 use crate::supervisor::steps::run_step;
+use crate::wire::url::Target;
 
 /// `airflow db migrate` runs at most this often before start-up fails.
 const MIGRATE_ATTEMPTS: u32 = 3;
@@ -38,6 +40,9 @@ pub struct Steps<'a> {
     pub init_dir: &'a Path,
     pub init_dir_explicit: bool,
     pub limit: Duration,
+    pub migrate_mode: MigrateMode,
+    /// The metadata database, when the wait found it answering.
+    pub database: Option<&'a Target>,
 }
 
 /// The start-up phase: every step, in order, as the settings say.
@@ -46,8 +51,11 @@ pub fn run_all(
     settings: &Settings,
     layers: &mut Layered,
     version: Option<Version>,
+    database: Option<&Target>,
 ) -> Result<(), Failure> {
     Steps {
+        migrate_mode: settings.migrate,
+        database,
         inbox,
         layers,
         version,
@@ -129,13 +137,53 @@ impl Steps<'_> {
             .collect()
     }
 
+    /// MIGRATE=auto: is the schema already at the installed heads? Any
+    /// doubt (no database target, a failed query) means "migrate".
+    fn schema_at_head(&self) -> bool {
+        let (MigrateMode::Auto, Some(database)) = (self.migrate_mode, self.database) else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        let schemas = match crate::airflow::installed_schemas(self.layers, self.version) {
+            Ok(schemas) => schemas,
+            Err(f) => {
+                tracing::info!("cannot tell the expected schema ({}); migrating", f.message);
+                return false;
+            }
+        };
+        match current_revisions(database, Duration::from_secs(10), &schemas) {
+            Ok(current) => {
+                let at_head = schemas
+                    .iter()
+                    .zip(&current)
+                    .all(|(schema, revisions)| standing(schema, revisions) == Standing::AtHead);
+                if at_head {
+                    let heads: Vec<String> = schemas
+                        .iter()
+                        .map(|s| format!("{} {}", s.name, s.head))
+                        .collect();
+                    tracing::info!(
+                        "the schema is already at its head ({}; checked in {} ms): skipping airflow db migrate (AIRFLOW_ENTRYPOINT_MIGRATE=always runs it anyway)",
+                        heads.join(", "),
+                        started.elapsed().as_millis()
+                    );
+                }
+                at_head
+            }
+            Err(e) => {
+                tracing::info!("cannot read the schema version ({e}); migrating");
+                false
+            }
+        }
+    }
+
     fn migrate(&mut self) -> Result<(), Failure> {
         let migrate = flag(self.layers, "_AIRFLOW_DB_MIGRATE")?;
         let upgrade = flag(self.layers, "_AIRFLOW_DB_UPGRADE")?;
         if upgrade {
             tracing::warn!("_AIRFLOW_DB_UPGRADE is deprecated; use _AIRFLOW_DB_MIGRATE=true");
         }
-        if !(migrate || upgrade) {
+        if !(migrate || upgrade) || self.schema_at_head() {
             return Ok(());
         }
         // `db migrate` arrived in 2.7. Airflow's migration lock serialises

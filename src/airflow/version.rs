@@ -46,20 +46,7 @@ pub fn detect(
             source: "AIRFLOW_VERSION".into(),
         });
     }
-    let mut site_dirs: Vec<PathBuf> = Vec::new();
-    if let Some(script) = airflow_script {
-        if let Some(prefix) = interpreter_prefix(script) {
-            site_dirs.extend(site_packages(&prefix));
-        }
-        // A script in PREFIX/bin without a readable #! line: try PREFIX too.
-        if let Some(prefix) = script.parent().and_then(Path::parent) {
-            site_dirs.extend(site_packages(prefix));
-        }
-    }
-    if let Some(home) = home {
-        site_dirs.extend(site_packages(&Path::new(home).join(".local")));
-    }
-    for dir in site_dirs {
+    for dir in site_dirs(airflow_script, home) {
         if let Some((version, path)) = dist_info_in(&dir) {
             return Some(Found {
                 version,
@@ -68,6 +55,26 @@ pub fn detect(
         }
     }
     None
+}
+
+/// The site-packages directories where Airflow may be installed, in the
+/// order they are looked at: the `airflow` script's interpreter's, its
+/// PREFIX's, then the service user's user site.
+pub fn site_dirs(airflow_script: Option<&Path>, home: Option<&str>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(script) = airflow_script {
+        if let Some(prefix) = interpreter_prefix(script) {
+            dirs.extend(site_packages(&prefix));
+        }
+        // A script in PREFIX/bin without a readable #! line: try PREFIX too.
+        if let Some(prefix) = script.parent().and_then(Path::parent) {
+            dirs.extend(site_packages(prefix));
+        }
+    }
+    if let Some(home) = home {
+        dirs.extend(site_packages(&Path::new(home).join(".local")));
+    }
+    dirs
 }
 
 /// The prefix of the interpreter named on the script's `#!` line:

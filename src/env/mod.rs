@@ -6,6 +6,7 @@
 pub mod cfg_file;
 pub mod file;
 pub mod layers;
+pub mod options;
 pub mod print;
 pub mod urls;
 

@@ -137,23 +137,28 @@ pub fn config_file_path(layers: &Layered) -> Option<PathBuf> {
         .map(|home| PathBuf::from(home).join("airflow.cfg"))
 }
 
+/// The airflow.cfg in use and its text; None when there is none.
+pub fn config_file_text(layers: &Layered) -> Result<Option<(PathBuf, String)>, Failure> {
+    let Some(path) = config_file_path(layers) else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Failure::config(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn from_config_file(
     which: Url,
     layers: &Layered,
     run: &mut Runner<'_>,
 ) -> Result<Option<Resolved>, Failure> {
-    let Some(path) = config_file_path(layers) else {
+    let Some((path, text)) = config_file_text(layers)? else {
         return Ok(None);
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Failure::config(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )))
-        }
     };
     for (_, section, option) in which.places() {
         let get = |key: &str| {

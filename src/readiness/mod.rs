@@ -4,6 +4,7 @@
 //! It never reaps or starts a process: `_CMD` URLs resolve through the
 //! runner that `main` hands in, and a SIGCHLD is left in the inbox.
 
+pub mod schema;
 pub mod wait;
 
 use crate::env::layers::Layered;
@@ -12,7 +13,11 @@ use crate::error::Failure;
 use crate::settings::{self, Settings, WaitMode};
 use crate::signals::SignalInbox;
 use crate::wire;
+use std::time::Instant;
 use wait::WaitTarget;
+use wire::url::Target;
+
+const DATABASE_LABEL: &str = "metadata database";
 
 /// What the command needs, as the Airflow rules tell.
 #[derive(Debug, Clone, Copy)]
@@ -53,21 +58,46 @@ pub fn resolve_targets(
     Ok(targets)
 }
 
-/// The wait phase: until every target answers, within the budget.
+/// The wait phase: until every target answers, within the budget, then
+/// (when `schemas` is not empty) until the metadata database's schema is
+/// at those heads, within what is left of it. Returns the metadata
+/// database's target when it was among those waited for.
 pub fn wait_until_ready(
     inbox: &SignalInbox,
     settings: &Settings,
     layers: &Layered,
     targets: Vec<WaitTarget>,
-) -> Result<(), Failure> {
+    schemas: &[schema::ExpectedSchema],
+) -> Result<Option<Target>, Failure> {
+    let database = targets
+        .iter()
+        .find(|t| t.label == DATABASE_LABEL)
+        .map(|t| (t.target.clone(), t.shown_url.clone()));
     let budget = wait_budget(settings, layers)?;
     if budget.total.is_zero() {
         if !targets.is_empty() {
             tracing::info!("CONNECTION_CHECK_MAX_COUNT=0: not waiting");
         }
-        return Ok(());
+        return Ok(database.map(|(t, _)| t));
     }
-    wait::wait_for_all(inbox, targets, budget)
+    let started = Instant::now();
+    // With schemas to wait for, their query is the database's probe too:
+    // one connection and one login instead of two.
+    let mut targets = targets;
+    if !schemas.is_empty() {
+        targets.retain(|t| t.label != DATABASE_LABEL);
+    }
+    wait::wait_for_all(inbox, targets, budget)?;
+    match database {
+        Some((target, shown)) => {
+            if !schemas.is_empty() {
+                let deadline = started + budget.total;
+                schema::wait_for_heads(inbox, &target, &shown, schemas, started, deadline)?;
+            }
+            Ok(Some(target))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Which URLs to wait for: WAIT=auto follows the command (the metadata DB
@@ -82,7 +112,7 @@ fn wait_plan(settings: &Settings, needs: Needs) -> Vec<(urls::Url, &'static str)
     };
     let mut plan = Vec::new();
     if database {
-        plan.push((urls::Url::MetadataDatabase, "metadata database"));
+        plan.push((urls::Url::MetadataDatabase, DATABASE_LABEL));
     }
     if broker {
         plan.push((urls::Url::CeleryBroker, "Celery broker"));

@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod sql;
 pub mod transport;
 pub mod url;
 

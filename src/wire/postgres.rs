@@ -2,13 +2,19 @@
 //! the URL's user and database, authentication when the URL has a password
 //! (SCRAM-SHA-256, md5 or cleartext, via postgres-protocol's SCRAM client),
 //! then the server's answer classified by SQLSTATE. Closes with Terminate.
+//! For SQL, the same start-up then simple queries (postgres-protocol's
+//! message types), their rows as text.
 
 use std::io::Write;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::{backend, frontend};
 
+use super::sql::{Rows, SqlError};
 use super::transport::{connect, read_exact, start_tls, write_all, Conn};
 use super::url::{Endpoint, Target, Tls};
 use super::Verdict;
@@ -19,12 +25,120 @@ const SSL_REQUEST_CODE: i32 = 80_877_103;
 const PROTOCOL_3_0: i32 = 196_608;
 
 pub fn probe(target: &Target, timeout: Duration) -> Verdict {
-    match attempt(target, timeout) {
-        Ok(verdict) | Err(verdict) => verdict,
+    match open(target, timeout) {
+        Ok(Opened::Session(mut conn)) => {
+            terminate(&mut conn);
+            Verdict::Ready
+        }
+        Ok(Opened::PasswordNotChecked) => Verdict::Ready,
+        Err(verdict) => verdict,
     }
 }
 
-fn attempt(target: &Target, timeout: Duration) -> Result<Verdict, Verdict> {
+/// After start-up: a session ready for queries, or a server that asked for
+/// a password the URL does not have (which already means it is up).
+enum Opened {
+    Session(Conn),
+    PasswordNotChecked,
+}
+
+/// Runs `queries` one after the other on one authenticated session.
+pub fn query_all(
+    target: &Target,
+    timeout: Duration,
+    queries: &[&str],
+) -> Result<Vec<Result<Rows, SqlError>>, SqlError> {
+    let mut conn = match open(target, timeout)? {
+        Opened::Session(conn) => conn,
+        Opened::PasswordNotChecked => {
+            return Err(SqlError::Connection(Verdict::Fatal(
+                "the server asks for a password and the URL has none".into(),
+            )))
+        }
+    };
+    let mut results = Vec::with_capacity(queries.len());
+    for sql in queries {
+        results.push(simple_query(&mut conn, sql)?);
+    }
+    terminate(&mut conn);
+    Ok(results)
+}
+
+fn terminate(conn: &mut Conn) {
+    // Politely, whatever happened; the server may already be gone.
+    let mut buf = BytesMut::new();
+    frontend::terminate(&mut buf);
+    let _ = conn.write_all(&buf);
+    let _ = conn.flush();
+}
+
+/// One simple query: its rows, or the server's error for it. The outer
+/// error is the connection failing (then the session is lost).
+fn simple_query(conn: &mut Conn, sql: &str) -> Result<Result<Rows, SqlError>, SqlError> {
+    let mut buf = BytesMut::new();
+    frontend::query(sql, &mut buf)
+        .map_err(|e| Verdict::Fatal(format!("cannot encode the query: {e}")))?;
+    write_all(conn, &buf)?;
+    let mut rows = Rows::default();
+    let mut failure = None;
+    loop {
+        let (tag, body) = read_message(conn)?;
+        let mut raw = BytesMut::with_capacity(body.len() + 5);
+        raw.extend_from_slice(&[tag]);
+        raw.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        raw.extend_from_slice(&body);
+        let message = backend::Message::parse(&mut raw)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                Verdict::Fatal(format!("malformed message {tag:#04x} from the server"))
+            })?;
+        match message {
+            backend::Message::RowDescription(description) => {
+                let mut fields = description.fields();
+                while let Ok(Some(field)) = fields.next() {
+                    rows.columns.push(field.name().to_string());
+                }
+            }
+            backend::Message::DataRow(data) => {
+                let buffer = data.buffer();
+                let mut values = Vec::with_capacity(rows.columns.len());
+                let mut ranges = data.ranges();
+                while let Ok(Some(range)) = ranges.next() {
+                    values.push(range.map(|r| {
+                        String::from_utf8_lossy(buffer.get(r).unwrap_or_default()).into_owned()
+                    }));
+                }
+                rows.rows.push(values);
+            }
+            backend::Message::ErrorResponse(error) => {
+                let (mut sqlstate, mut message) = (String::new(), String::new());
+                let mut fields = error.fields();
+                while let Ok(Some(field)) = fields.next() {
+                    match field.type_() {
+                        b'C' => {
+                            sqlstate = String::from_utf8_lossy(field.value_bytes()).into_owned()
+                        }
+                        b'M' => message = String::from_utf8_lossy(field.value_bytes()).into_owned(),
+                        _ => {}
+                    }
+                }
+                failure = Some(SqlError::Server {
+                    sqlstate,
+                    code: 0,
+                    message,
+                });
+            }
+            backend::Message::ReadyForQuery(_) => {
+                return Ok(failure.map_or(Ok(rows), Err));
+            }
+            // CommandComplete, EmptyQueryResponse, notices, parameter changes
+            _ => continue,
+        }
+    }
+}
+
+fn open(target: &Target, timeout: Duration) -> Result<Opened, Verdict> {
     let endpoint = target
         .endpoints
         .first()
@@ -58,12 +172,21 @@ fn attempt(target: &Target, timeout: Duration) -> Result<Verdict, Verdict> {
     let user = target.user.clone().unwrap_or_else(|| "postgres".into());
     let database = target.database.clone().unwrap_or_else(|| user.clone());
     write_all(&mut conn, &startup_message(&user, &database))?;
-    let verdict = converse(&mut conn, &user, target.password.as_deref());
-    // Terminate politely whatever happened; the server may already be gone.
-    let _ = conn.write_all(&[b'X', 0, 0, 0, 4]);
-    let _ = conn.flush();
-    Ok(verdict)
+    match converse(&mut conn, &user, target.password.as_deref()) {
+        Verdict::Ready => Ok(Opened::Session(conn)),
+        Verdict::NotYet(reason) if reason == PASSWORD_NOT_CHECKED => {
+            terminate(&mut conn);
+            Ok(Opened::PasswordNotChecked)
+        }
+        other => {
+            terminate(&mut conn);
+            Err(other)
+        }
+    }
 }
+
+/// The reason `converse` gives for a server that wants a password we lack.
+const PASSWORD_NOT_CHECKED: &str = "password requested, none in the URL";
 
 fn startup_message(user: &str, database: &str) -> Vec<u8> {
     let mut body = Vec::new();
@@ -125,7 +248,8 @@ fn converse(conn: &mut Conn, user: &str, password: Option<&str>) -> Verdict {
                 let rest = body.get(4..).unwrap_or_default();
                 let reply = match (code, password) {
                     (0, _) => continue, // AuthenticationOk: wait for ReadyForQuery or an error
-                    (3 | 5 | 10, None) => return Verdict::Ready, // up; cannot check a password we lack
+                    // Up; a password we lack cannot be checked.
+                    (3 | 5 | 10, None) => return Verdict::NotYet(PASSWORD_NOT_CHECKED.into()),
                     (3, Some(pw)) => {
                         let mut b = pw.as_bytes().to_vec();
                         b.push(0);

@@ -482,3 +482,21 @@ pub fn airflow_venv(version: &str, test: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// `--wait-only` for the metadata database at `url`, 20 s budget.
+pub fn wait_db(url: &str) -> Run {
+    Run::new(Mode::Subreaper, "wait")
+        .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url)
+        .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "20")
+        .arg("--wait-only")
+}
+
+/// Fails when `secret` appears in the run's stdout or stderr.
+pub fn assert_no_secret(f: &Finished, secret: &str) {
+    assert!(
+        !f.stderr.contains(secret) && !f.stdout.contains(secret),
+        "the password leaked:\n{}{}",
+        f.stdout,
+        f.stderr
+    );
+}

@@ -314,6 +314,31 @@ impl PgCluster {
         }
     }
 
+    /// Runs `sql` as the `airflow` role in database `airflow` over the
+    /// Unix socket (trust); the server must be running. Returns stdout.
+    pub fn psql_as_airflow(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg("-h")
+            .arg(&self.sockets)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "airflow",
+                "-d",
+                "airflow",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The CA certificate that signed the server's.
     pub fn cert(&self) -> PathBuf {
         self.data.join("ca.crt")
@@ -368,6 +393,10 @@ pub fn start_redis(password: Option<&str>) -> Server {
 // ---------------------------------------------------------------- MariaDB
 
 pub fn start_mariadb() -> Server {
+    // Two mariadb-install-db at once failed here ("Installation of system
+    // tables failed"): one at a time within a test binary.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = TempDir::new("mariadb");
     let data = dir.join("data");
     fs::create_dir_all(&data).unwrap();
@@ -413,7 +442,35 @@ pub fn start_mariadb() -> Server {
         "mariadb did not start:\n{}",
         server.log_text()
     );
+    mariadb_sql(
+        &server,
+        "CREATE DATABASE airflow CHARACTER SET utf8mb3 COLLATE utf8mb3_bin; \
+         CREATE USER 'airflow'@'127.0.0.1' IDENTIFIED VIA mysql_native_password USING PASSWORD('my-pw'); \
+         GRANT ALL ON airflow.* TO 'airflow'@'127.0.0.1'; \
+         CREATE USER 'nobody'@'localhost' IDENTIFIED BY 'x';",
+    );
     server
+}
+
+/// Runs `sql` as root over the server's Unix socket (the `mariadb` client).
+/// Database `airflow`; user `airflow` with password `my-pw` from 127.0.0.1
+/// (mysql_native_password).
+pub fn mariadb_sql(server: &Server, sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-uroot", "--batch", "--skip-column-names"])
+        .arg(format!(
+            "--socket={}",
+            server.dir.join("mysqld.sock").display()
+        ))
+        .args(["-e", sql])
+        .output()
+        .expect("run the mariadb client");
+    assert!(
+        out.status.success(),
+        "mariadb {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 // --------------------------------------------------------------- RabbitMQ

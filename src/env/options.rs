@@ -1,0 +1,41 @@
+//! One Airflow option as Airflow reads it: `AIRFLOW__SECTION__KEY` from the
+//! environment layers, else `[section] key` in airflow.cfg, else None (the
+//! caller knows the default). Reads files only; never runs a `_cmd`.
+
+use crate::env::cfg_file::cfg_get;
+use crate::env::layers::Layered;
+use crate::env::urls::config_file_text;
+use crate::error::Failure;
+
+/// The option's value and where it came from, for messages.
+pub struct OptionValue {
+    pub value: String,
+    pub origin: String,
+}
+
+pub fn airflow_option(
+    layers: &Layered,
+    section: &str,
+    key: &str,
+) -> Result<Option<OptionValue>, Failure> {
+    let variable = format!(
+        "AIRFLOW__{}__{}",
+        section.to_ascii_uppercase(),
+        key.to_ascii_uppercase()
+    );
+    if let Some(value) = layers.get(&variable) {
+        return Ok(Some(OptionValue {
+            value: value.to_string(),
+            origin: layers.describe(&variable),
+        }));
+    }
+    let Some((path, text)) = config_file_text(layers)? else {
+        return Ok(None);
+    };
+    let found = cfg_get(&text, section, key)
+        .map_err(|e| Failure::config(format!("{}:{}: {}", path.display(), e.line, e.message)))?;
+    Ok(found.map(|value| OptionValue {
+        value,
+        origin: format!("[{section}] {key} in {}", path.display()),
+    }))
+}
