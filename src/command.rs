@@ -35,6 +35,7 @@ impl Launch {
             capture_stdout: false,
             capture_stderr: false,
             take_terminal: self.take_terminal,
+            dir: None,
         }
     }
 }

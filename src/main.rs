@@ -40,9 +40,7 @@ fn main() {
     let code = match start(&inbox) {
         Ok(Started::Done(code)) => code,
         Ok(Started::Supervise(started)) => supervisor::supervise(&inbox, *started),
-        Ok(Started::Group(g)) => {
-            supervisor::group::supervise_group(&inbox, g.components, &g.policy, g.is_pid1)
-        }
+        Ok(Started::Group(group)) => supervisor::group::supervise_group(&inbox, *group),
         Err(failure) => exit_with(failure),
     };
     std::process::exit(code);
@@ -110,7 +108,7 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     enter_phase(Phase::Command);
     let [member] = members.as_slice() else {
         let (components, policy) = command::prepare_group(&settings, &layers, &members)?;
-        let group = supervisor::prepare_group(inbox, components, policy)?;
+        let group = supervisor::prepare_group(inbox, components, policy, oom)?;
         return Ok(Started::Group(Box::new(group)));
     };
     let launch = command::prepare(&settings, &layers, &member.planned)?;

@@ -114,6 +114,7 @@ impl Steps<'_> {
                 capture_stdout: false,
                 capture_stderr: false,
                 take_terminal: true,
+                dir: None,
             },
             self.limit,
             shown,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::reap::{reap_all, ChildExit};
+use super::reap::{reap_all, reap_all_noting_kills, ChildExit};
 use super::spawn::{spawn, SpawnRequest, Spawned};
 use super::{shutdown, Policy};
 use crate::jitter::Jitter;
@@ -67,16 +67,23 @@ struct Slot {
     restarts_in_a_row: u32,
     restarts: u32,
     last_exit: Option<ChildExit>,
+    /// The process group of its last run: what it left behind (a killed
+    /// scheduler's executor processes) gets TERM at once and KILL before
+    /// the restart, so that two generations never run side by side.
+    leftover: Option<Pid>,
 }
 
 /// Runs every component until a stop signal or a spent restart budget;
 /// returns the entrypoint's exit code.
-pub fn supervise_group(
-    inbox: &SignalInbox,
-    components: Vec<Component>,
-    group: &GroupPolicy,
-    is_pid1: bool,
-) -> i32 {
+pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
+    let super::Group {
+        components,
+        policy: group,
+        is_pid1,
+        mut oom,
+        start_dir,
+    } = prepared;
+    let group = &group;
     enter_phase(Phase::Supervise);
     let width = components.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let colour = use_colour();
@@ -94,6 +101,7 @@ pub fn supervise_group(
             restarts_in_a_row: 0,
             restarts: 0,
             last_exit: None,
+            leftover: None,
         })
         .collect();
     let ready_deadline = now + group.ready_timeout;
@@ -115,7 +123,13 @@ pub fn supervise_group(
             .iter()
             .filter_map(|s| s.running.as_ref().map(|r| r.spawned.pid))
             .collect();
-        let reaped = reap_all(&pids);
+        let reaped = match oom {
+            Some(_) => reap_all_noting_kills(&pids),
+            None => reap_all(&pids),
+        };
+        if let Some(watch) = oom.as_mut() {
+            super::name_oom_victims(watch, &reaped.killed);
+        }
         for (pid, exit) in reaped.watched {
             let Some(index) = slots
                 .iter()
@@ -125,9 +139,14 @@ pub fn supervise_group(
             };
             let slot = &mut slots[index];
             if let Some(mut running) = slot.running.take() {
+                // What it wrote just before it exited is still in the pipes.
+                drain(&mut running, &prefixes[index]);
                 running.out.flush_rest(&prefixes[index], false);
                 running.err.flush_rest(&prefixes[index], true);
                 let up = running.since.elapsed();
+                let pgid = running.spawned.pgid;
+                let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGTERM);
+                slot.leftover = Some(pgid);
                 slot.last_exit = Some(exit);
                 if stop.is_some() {
                     tracing::info!(
@@ -192,7 +211,10 @@ pub fn supervise_group(
             for slot in slots.iter_mut() {
                 if slot.running.is_none() && slot.start_at.is_some_and(|at| at <= now) {
                     slot.start_at = None;
-                    match start(slot) {
+                    if let Some(pgid) = slot.leftover.take() {
+                        let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
+                    }
+                    match start(slot, start_dir.as_deref()) {
                         Ok(running) => {
                             tracing::info!(
                                 component = slot.component.name.as_str(),
@@ -272,14 +294,23 @@ pub fn supervise_group(
                 }
             }
         }
-        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, _, fd)| *fd).collect();
+        let mut borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, _, fd)| *fd).collect();
+        // The OOM watch's fd last: an event wakes the same loop.
+        borrowed.extend(oom.as_ref().and_then(|w| w.fd()));
         let (signals, readable) = inbox.wait_many(deadline, &borrowed);
-        let readable: Vec<(usize, bool)> = readable.iter().map(|&i| (fds[i].0, fds[i].1)).collect();
+        let oom_woke = readable.contains(&fds.len());
+        let readable: Vec<(usize, bool)> = readable
+            .iter()
+            .filter_map(|&i| fds.get(i).map(|f| (f.0, f.1)))
+            .collect();
         drop(borrowed);
         drop(fds);
+        if let Some(watch) = oom.as_mut().filter(|_| oom_woke) {
+            watch.on_notification();
+        }
         for (index, is_err) in readable {
             if let Some(running) = slots[index].running.as_mut() {
-                pass_output(running, is_err, &prefixes[index]);
+                let _ = pass_output(running, is_err, &prefixes[index]);
             }
         }
         for Received { signal, by_kernel } in signals {
@@ -334,13 +365,25 @@ pub fn supervise_group(
         None => 128 + libc::SIGKILL,
     };
     let restarts: u32 = slots.iter().map(|s| s.restarts).sum();
+    if let Some(watch) = oom.as_mut() {
+        watch.on_notification();
+    }
+    let oom_kills = oom.as_ref().map_or(0, |w| w.kills_seen());
+    let memory = match &oom {
+        Some(w) if oom_kills > 0 => format!(
+            "; {oom_kills} OOM kill(s) (limit {})",
+            super::oom::human_bytes(w.limit())
+        ),
+        _ => String::new(),
+    };
     tracing::info!(
         components = slots.len(),
         restarts,
         exit_code = code,
+        oom_kills,
         stragglers_term = stragglers.termed,
         stragglers_kill = stragglers.killed,
-        "summary: {} components, {restarts} restart(s); exit {code}",
+        "summary: {} components, {restarts} restart(s){memory}; exit {code}",
         slots.len()
     );
     code
@@ -377,7 +420,7 @@ impl Stop {
     }
 }
 
-fn start(slot: &Slot) -> Result<Running, crate::error::Failure> {
+fn start(slot: &Slot, dir: Option<&std::path::Path>) -> Result<Running, crate::error::Failure> {
     let c = &slot.component;
     let spawned = spawn(&SpawnRequest {
         program: &c.program,
@@ -387,6 +430,7 @@ fn start(slot: &Slot) -> Result<Running, crate::error::Failure> {
         capture_stdout: true,
         capture_stderr: true,
         take_terminal: false,
+        dir,
     })?;
     for pipe in [
         spawned.stdout.as_ref().map(|p| p.as_fd()),
@@ -415,18 +459,19 @@ fn set_nonblocking(fd: BorrowedFd<'_>) {
 }
 
 /// Reads what a component wrote (without blocking) and passes on every
-/// complete line; EOF closes the pipe.
-fn pass_output(running: &mut Running, is_err: bool, prefix: &str) {
+/// complete line; EOF closes the pipe. True when there may be more to read.
+fn pass_output(running: &mut Running, is_err: bool, prefix: &str) -> bool {
     let (pipe_open, buffer) = if is_err {
         (running.spawned.stderr.is_some(), &mut running.err)
     } else {
         (running.spawned.stdout.is_some(), &mut running.out)
     };
     if !pipe_open {
-        return;
+        return false;
     }
     let mut chunk = [0u8; 8192];
     let mut closed = false;
+    let mut more = true;
     for _ in 0..16 {
         let read = if is_err {
             running.spawned.stderr.as_mut().map(|p| p.read(&mut chunk))
@@ -440,7 +485,10 @@ fn pass_output(running: &mut Running, is_err: bool, prefix: &str) {
             }
             Some(Ok(n)) => buffer.push(&chunk[..n], prefix, is_err),
             Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                more = false;
+                break;
+            }
             Some(Err(_)) => {
                 closed = true;
                 break;
@@ -453,6 +501,24 @@ fn pass_output(running: &mut Running, is_err: bool, prefix: &str) {
             running.spawned.stderr = None;
         } else {
             running.spawned.stdout = None;
+        }
+    }
+    more && !closed
+}
+
+/// Everything already in a component's pipes (a grandchild may keep them
+/// open, so not up to EOF: until they would block, within a bound).
+fn drain(running: &mut Running, prefix: &str) {
+    for is_err in [false, true] {
+        for _ in 0..64 {
+            let open = if is_err {
+                running.spawned.stderr.is_some()
+            } else {
+                running.spawned.stdout.is_some()
+            };
+            if !open || !pass_output(running, is_err, prefix) {
+                break;
+            }
         }
     }
 }

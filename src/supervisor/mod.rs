@@ -99,6 +99,9 @@ pub struct Group {
     pub components: Vec<group::Component>,
     pub policy: group::GroupPolicy,
     pub is_pid1: bool,
+    pub oom: Option<oom::OomWatch>,
+    /// The directory the components start in (ours moves to `/`).
+    pub start_dir: Option<std::path::PathBuf>,
 }
 
 /// Becomes the reaper and takes a last look at start-up signals; the group
@@ -107,6 +110,7 @@ pub fn prepare_group(
     inbox: &SignalInbox,
     components: Vec<group::Component>,
     policy: group::GroupPolicy,
+    oom: Option<oom::OomWatch>,
 ) -> Result<Group, Failure> {
     let is_pid1 = become_reaper();
     check_startup_signals(inbox)?;
@@ -120,10 +124,21 @@ pub fn prepare_group(
             .collect::<Vec<_>>()
             .join(" + ")
     );
+    oom::log_notes();
+    // Each (re)start of a component goes back to the start directory; PID 1
+    // itself must not pin a mount it never uses.
+    let start_dir = std::env::current_dir().ok();
+    if start_dir.is_some() {
+        if let Err(e) = nix::unistd::chdir("/") {
+            tracing::debug!(error = %e, "could not move to /");
+        }
+    }
     Ok(Group {
         components,
         policy,
         is_pid1,
+        oom,
+        start_dir,
     })
 }
 
@@ -317,7 +332,7 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
 }
 
 /// Each SIGKILL death that an OOM kill accounts for, by pid and name.
-fn name_oom_victims(watch: &mut oom::OomWatch, killed: &[reap::Killed]) {
+pub(super) fn name_oom_victims(watch: &mut oom::OomWatch, killed: &[reap::Killed]) {
     for victim in killed {
         if !watch.claim_sigkill_death() {
             continue;

@@ -29,6 +29,8 @@ pub struct SpawnRequest<'a> {
     /// group (Ctrl-C reaches it directly). False keeps it in a session of
     /// its own, so Ctrl-C comes to us and is forwarded like any signal.
     pub take_terminal: bool,
+    /// Where it starts; None: our own working directory.
+    pub dir: Option<&'a Path>,
 }
 
 pub struct Spawned {
@@ -58,6 +60,9 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, Failure> {
         .args(request.args)
         .env_clear()
         .envs(request.env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = request.dir {
+        command.current_dir(dir);
+    }
     if request.capture_stdout {
         command.stdout(Stdio::piped());
     }

@@ -142,6 +142,7 @@ pub fn captured_output(
             capture_stdout: true,
             capture_stderr: false,
             take_terminal: false,
+            dir: None,
         },
         limit,
         what,
