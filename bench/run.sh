@@ -325,6 +325,63 @@ for key in "${!sleep_pid[@]}"; do
 done
 bg_pids=(); init_pids=(); leftover_pids=()
 
+# --- 2f. ours with the OOM watch armed, idle as PID 1 ----------------------
+# The watch arms only under a memory limit: the same idle measurement for
+# ours inside a child memory cgroup with a 4 GiB limit (v1 or v2, whichever
+# this machine has), side by side with ours outside it, to show that the
+# armed watch costs no wake-up and no memory. The peers do not read cgroups.
+log "f. idle RSS and wake-ups of ours with the OOM watch armed (memory cgroup, 4 GiB limit)"
+oom_cg=
+own_cg=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ { print $3; exit }' /proc/self/cgroup)
+if [[ -n $own_cg && -d /sys/fs/cgroup/memory$own_cg ]]; then
+  oom_cg=/sys/fs/cgroup/memory$own_cg/aep-bench-oom-$$
+  mkdir "$oom_cg" && echo $((4 << 30)) >"$oom_cg/memory.limit_in_bytes"
+elif own_cg=$(awk -F: '$1 == "0" { print $3; exit }' /proc/self/cgroup) &&
+     [[ -f /sys/fs/cgroup$own_cg/cgroup.subtree_control ]] &&
+     grep -qw memory "/sys/fs/cgroup$own_cg/cgroup.subtree_control"; then
+  oom_cg=/sys/fs/cgroup$own_cg/aep-bench-oom-$$
+  mkdir "$oom_cg" && echo $((4 << 30)) >"$oom_cg/memory.max"
+fi
+val[oom_rss]="n/a"; val[oom_rssanon]="n/a"; val[oom_wake]="n/a"; val[oom_armed]=0
+if [[ -n $oom_cg ]]; then
+  declare -A oom_unshare oom_init
+  for ((k = 0; k < idle_instances; k++)); do
+    sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$oom_cg" \
+      env AIRFLOW_ENTRYPOINT_LOG_LEVEL=debug \
+      unshare --pid --fork --mount-proc --kill-child "$ours" -- sleep 1000 \
+      </dev/null >/dev/null 2>"$work/oom.$k.err" &
+    oom_unshare[$k]=$!
+    bg_pids+=("$!")
+  done
+  for ((k = 0; k < idle_instances; k++)); do
+    u=${oom_unshare[$k]}
+    wait_until 10 started "$u" || die "armed: the sleep child did not appear within 10 s"
+    oom_init[$k]=$(first_child "$u")
+    init_pids+=("${oom_init[$k]}")
+    leftover_pids+=("$(first_child "${oom_init[$k]}")")
+    wait_until 10 grep -q "for OOM kills" "$work/oom.$k.err" && val[oom_armed]=$((${val[oom_armed]} + 1))
+  done
+  sleep 0.5
+  : >"$work/oom.rss"; : >"$work/oom.rssanon"; oom_c0=0; oom_c1=0
+  for ((k = 0; k < idle_instances; k++)); do
+    p=${oom_init[$k]}
+    status_field "$p" VmRSS >>"$work/oom.rss"
+    status_field "$p" RssAnon >>"$work/oom.rssanon"
+    oom_c0=$((oom_c0 + $(ctxt_total "$p")))
+  done
+  sleep "$idle_seconds"
+  for ((k = 0; k < idle_instances; k++)); do oom_c1=$((oom_c1 + $(ctxt_total "${oom_init[$k]}"))); done
+  val[oom_rss]=$(median <"$work/oom.rss")
+  val[oom_rssanon]=$(median <"$work/oom.rssanon")
+  val[oom_wake_delta]=$((oom_c1 - oom_c0))
+  val[oom_wake]=$(awk -v d="${val[oom_wake_delta]}" -v n="$idle_instances" -v s="$idle_seconds" \
+    'BEGIN { printf "%.1f", d / n / s }')
+  stop_all
+  bg_pids=(); init_pids=(); leftover_pids=()
+  wait_until 10 bash -c "[[ ! -s $oom_cg/cgroup.procs ]]" || true
+  rmdir "$oom_cg" 2>/dev/null || true
+fi
+
 # --- 2c. spawn overhead, not PID 1 -----------------------------------------------
 log "c. spawn overhead: INIT -- /bin/true vs /bin/true (hyperfine, ${spawn_rounds} rounds of ${spawn_runs} runs)"
 # hyperfine cannot give one command its own environment, so the inits are
@@ -526,6 +583,8 @@ report="$work/RESULTS.md"
   row "reap ${reap_n} orphans as PID 1: median total wall time of ${reap_runs} runs (ms)" reap
   row "… of which: spawner exit → last orphan reaped, median (ms)" reapphase
   row "idle wake-ups per second as PID 1 (context switches in ${idle_seconds} s, per instance, ÷ ${idle_seconds})" wake
+  echo
+  echo "**OOM watch armed** (ours as PID 1 in a memory cgroup with a 4 GiB limit, ${idle_instances} instances, armed in ${val[oom_armed]}): idle VmRSS ${val[oom_rss]} kB (unarmed: ${val[rss,0]} kB), RssAnon ${val[oom_rssanon]} kB (unarmed: ${val[rssanon,0]} kB), wake-ups per second ${val[oom_wake]} (unarmed: ${val[wake,0]})."
   echo
   echo "## Targets"
   echo

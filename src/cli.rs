@@ -1,11 +1,12 @@
-//! Command-line flags and the `--help` text. Parsing stops at the first
+//! Command-line flags and the `--help` text, and the settings phase (flags
+//! over AIRFLOW_ENTRYPOINT_* variables). Parsing stops at the first
 //! argument that is not one of ours (or after `--`); everything from there
 //! on is the COMMAND and its arguments, passed on untouched.
 
 use std::ffi::OsString;
 
 use crate::error::Failure;
-use crate::settings::{find_by_flag, FlagValue, SETTINGS};
+use crate::settings::{find_by_flag, FlagValue, Settings, SETTINGS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -203,6 +204,25 @@ fn wrap(text: &str, indent: usize, width: usize) -> String {
         out.push_str(&format!("{:indent$}{line}\n", ""));
     }
     out
+}
+
+/// The settings phase: AIRFLOW_ENTRYPOINT_* and flags, then logging as
+/// they say, then a warning for each unknown setting.
+pub fn load_settings(flags: &[FlagValue]) -> Result<Settings, Failure> {
+    // A variable that is not UTF-8 is passed to the child untouched but
+    // cannot configure the entrypoint.
+    let process_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let settings = Settings::load(&process_env, flags)?;
+    crate::logging::init(settings.log_format, settings.log_level);
+    for name in Settings::unknown_variables(&process_env) {
+        tracing::warn!(
+            variable = name,
+            "unknown setting ignored; see --help for the list"
+        );
+    }
+    Ok(settings)
 }
 
 #[cfg(test)]

@@ -306,6 +306,14 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Informational output (help, a table): stdout, flushed; exit code 0.
+pub fn print_stdout(text: &str) -> i32 {
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,12 +21,9 @@ mod supervisor;
 mod user;
 mod wire;
 
-use std::io::Write;
-
 use cli::Action;
 use error::Failure;
 use logging::{enter_phase, exit_with, Phase};
-use settings::Settings;
 use signals::SignalInbox;
 use supervisor::{check_startup_signals, Supervised};
 
@@ -58,9 +55,9 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     enter_phase(Phase::Settings);
     let invocation = cli::parse(std::env::args_os().skip(1).collect())?;
     if let Some(text) = cli::informational_text(invocation.action) {
-        return Ok(Started::Done(print_stdout(&text)));
+        return Ok(Started::Done(logging::print_stdout(&text)));
     }
-    let settings = load_settings(&invocation.flags)?;
+    let settings = cli::load_settings(&invocation.flags)?;
     // Armed as root: v1 registers its eventfd in a root-owned file.
     let oom = (invocation.action == Action::Run)
         .then(supervisor::oom::arm)
@@ -69,7 +66,11 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     enter_phase(Phase::Environment);
     let mut layers = env::load(&settings)?;
     match invocation.action {
-        Action::PrintEnv => return Ok(Started::Done(print_stdout(&env::print::table(&layers)))),
+        Action::PrintEnv => {
+            return Ok(Started::Done(logging::print_stdout(&env::print::table(
+                &layers,
+            ))))
+        }
         Action::Healthcheck => {
             let verdict = airflow::healthcheck(inbox, &settings, &layers, &invocation.command);
             return Ok(Started::Done(verdict));
@@ -116,30 +117,4 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     let request = launch.request();
     let started = supervisor::start_child(inbox, &request, launch.policy.clone(), user, oom)?;
     Ok(Started::Supervise(Box::new(started)))
-}
-
-/// The settings phase: AIRFLOW_ENTRYPOINT_* and flags, then logging as
-/// they say, then a warning for each unknown setting.
-fn load_settings(flags: &[settings::FlagValue]) -> Result<Settings, Failure> {
-    // A variable that is not UTF-8 is passed to the child untouched but
-    // cannot configure the entrypoint.
-    let process_env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let settings = Settings::load(&process_env, flags)?;
-    logging::init(settings.log_format, settings.log_level);
-    for name in Settings::unknown_variables(&process_env) {
-        tracing::warn!(
-            variable = name,
-            "unknown setting ignored; see --help for the list"
-        );
-    }
-    Ok(settings)
-}
-
-fn print_stdout(text: &str) -> i32 {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
-    0
 }

@@ -5,39 +5,11 @@
 
 mod support;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::airflow::*;
 use support::servers::*;
 use support::*;
-
-/// One Airflow stack at a time: the machine has two cores.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nastro:x:5000:0:Airflow:/home/astro:/bin/sh\n";
-const GROUP: &str = "root:x:0:\n";
-
-/// A shared AIRFLOW_HOME owned by astro, with `dags/`.
-fn airflow_home(tag: &str) -> TempDir {
-    let home = TempDir::new(tag);
-    fs::create_dir_all(home.join("dags")).unwrap();
-    fs::create_dir_all(home.join("markers")).unwrap();
-    for p in [
-        home.path().to_path_buf(),
-        home.join("dags"),
-        home.join("markers"),
-    ] {
-        std::os::unix::fs::chown(&p, Some(5000), Some(0)).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o775)).unwrap();
-    }
-    home
-}
 
 struct Stack {
     venv: std::path::PathBuf,
@@ -322,24 +294,6 @@ fn a_bad_database_host_is_69_with_the_masked_url_within_the_budget() {
     assert!(!f.stderr.contains("bad-host-pw"));
 }
 
-/// The DAG: one Bash task that marks its start, sleeps, and marks its end.
-/// A Bash task is the one a TERM to the worker's whole process group kills
-/// (dumb-init's default); a warm shutdown lets it finish.
-const DAG: &str = r#"
-from datetime import datetime
-from airflow.sdk import dag
-from airflow.providers.standard.operators.bash import BashOperator
-
-@dag(dag_id="warm_shutdown", schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
-def warm_shutdown():
-    BashOperator(
-        task_id="sleeper",
-        bash_command='touch "$MARKER_DIR/started"; sleep 12; touch "$MARKER_DIR/finished"',
-    )
-
-warm_shutdown()
-"#;
-
 #[test]
 fn celery_worker_finishes_its_running_task_on_term_then_exits_0() {
     if !needs_root("celery_warm_shutdown_e2e") {
@@ -352,9 +306,7 @@ fn celery_worker_finishes_its_running_task_on_term_then_exits_0() {
     let mut stack = Stack::new(venv, "e2e-celery");
     stack.start_pg();
     stack.redis = Some(start_redis(None));
-    let dag = stack.home.join("dags/warm_shutdown.py");
-    fs::write(&dag, DAG).unwrap();
-    fs::set_permissions(&dag, fs::Permissions::from_mode(0o644)).unwrap();
+    write_sleeper_dag(&stack.home, "warm_shutdown");
 
     let mut api = stack
         .component("api", &["api-server"])

@@ -6,6 +6,7 @@
 mod support;
 use std::fs;
 use std::time::Instant;
+use support::airflow::*;
 use support::servers::*;
 use support::*;
 
@@ -283,34 +284,6 @@ fn a_dead_components_leftovers_are_stopped_before_it_restarts() {
 // ---- Real Airflow 3.3.2: `all` (api-server, scheduler, dag-processor,
 // triggerer), on SQLite and on PostgreSQL with a Celery worker.
 
-/// One Airflow group at a time: the machine has two cores.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nastro:x:5000:0:Airflow:/home/astro:/bin/sh\n";
-const GROUP: &str = "root:x:0:\n";
-
-/// An AIRFLOW_HOME owned by astro, with `dags/` and `markers/`.
-fn airflow_home(tag: &str) -> TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let home = TempDir::new(tag);
-    for p in [
-        home.path().to_path_buf(),
-        home.join("dags"),
-        home.join("markers"),
-    ] {
-        fs::create_dir_all(&p).unwrap();
-        std::os::unix::fs::chown(&p, Some(5000), Some(0)).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o775)).unwrap();
-    }
-    home
-}
-
 /// The entrypoint as PID 1, root → astro, running `command` as a group.
 fn airflow_group(venv: &std::path::Path, home: &TempDir, api_port: u16, command: &[&str]) -> Run {
     Run::with_users("group-airflow", PASSWD, GROUP, 0o644, None)
@@ -371,8 +344,7 @@ fn all_healthy(port: u16, wanted: &[&str], bound: std::time::Duration) -> Option
 fn started_pid(stderr: &str, component: &str) -> Option<i32> {
     stderr
         .lines()
-        .filter(|l| l.contains(&format!("started {component} component={component} ")))
-        .last()?
+        .rfind(|l| l.contains(&format!("started {component} component={component} ")))?
         .split_whitespace()
         .find_map(|w| w.strip_prefix("pid="))?
         .parse()
@@ -486,24 +458,8 @@ fn all_on_sqlite_comes_up_in_order_restarts_a_killed_scheduler_and_stops_on_term
     );
 }
 
-const DAG: &str = r#"
-from datetime import datetime
-from airflow.sdk import dag
-from airflow.providers.standard.operators.bash import BashOperator
-
-@dag(dag_id="warm_group", schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
-def warm_group():
-    BashOperator(
-        task_id="sleeper",
-        bash_command='touch "$MARKER_DIR/started"; sleep 12; touch "$MARKER_DIR/finished"',
-    )
-
-warm_group()
-"#;
-
 #[test]
 fn all_plus_a_celery_worker_on_postgres_runs_a_task_and_finishes_it_on_term() {
-    use std::os::unix::fs::PermissionsExt;
     if !needs_root("group_celery_e2e") {
         return;
     }
@@ -516,9 +472,7 @@ fn all_plus_a_celery_worker_on_postgres_runs_a_task_and_finishes_it_on_term() {
     assert!(pg.wait_log("ready to accept connections", secs(60)));
     let redis = start_redis(None);
     let home = airflow_home("group-celery");
-    let dag = home.join("dags/warm_group.py");
-    fs::write(&dag, DAG).unwrap();
-    fs::set_permissions(&dag, fs::Permissions::from_mode(0o644)).unwrap();
+    write_sleeper_dag(&home, "warm_group");
     let port = free_port();
     let db = format!(
         "postgresql+psycopg2://airflow:airflow-pw@127.0.0.1:{}/airflow",

@@ -89,6 +89,8 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
     let colour = use_colour();
     let now = Instant::now();
     let first_waits = components.first().is_some_and(|c| c.ready.is_some());
+    // The api-server comes first and goes last.
+    let api_server = first_waits.then_some(0);
     let mut slots: Vec<Slot> = components
         .into_iter()
         .enumerate()
@@ -175,7 +177,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
                         }
                     );
                     outcome = Some(exit.status_code());
-                    stop = Some(Stop::begin(&mut slots, group, false));
+                    stop = Some(Stop::begin(&mut slots, group, false, api_server));
                     break;
                 }
                 let backoff = FIRST_BACKOFF
@@ -199,6 +201,9 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
         }
         if reaped.others > 0 {
             tracing::debug!(count = reaped.others, "reaped orphaned processes");
+        }
+        if let Some(s) = stop.as_mut() {
+            s.release_held(&slots);
         }
         if stop.is_some() && slots.iter().all(|s| s.running.is_none()) {
             break;
@@ -239,7 +244,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
                 }
             }
             if failed {
-                stop = Some(Stop::begin(&mut slots, group, false));
+                stop = Some(Stop::begin(&mut slots, group, false, api_server));
                 continue;
             }
         }
@@ -323,14 +328,14 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
                 match &stop {
                     None => {
                         tracing::info!(signal = signal_name(signal), "stopping every component");
-                        stop = Some(Stop::begin(&mut slots, group, false));
+                        stop = Some(Stop::begin(&mut slots, group, false, api_server));
                     }
                     Some(s) if !s.killed => {
                         tracing::warn!(
                             signal = signal_name(signal),
                             "a second stop signal: SIGKILL to every component"
                         );
-                        stop = Some(Stop::begin(&mut slots, group, true));
+                        stop = Some(Stop::begin(&mut slots, group, true, api_server));
                     }
                     Some(_) => {}
                 }
@@ -348,7 +353,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
                     timeout_s = group.stop_timeout.as_secs_f64(),
                     "components still running at the stop deadline; SIGKILL"
                 );
-                stop = Some(Stop::begin(&mut slots, group, true));
+                stop = Some(Stop::begin(&mut slots, group, true, api_server));
             }
         }
     }
@@ -393,13 +398,26 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
 struct Stop {
     kill_at: Instant,
     killed: bool,
+    /// The api-server, held back until the others have stopped: a Celery
+    /// worker finishing its task (and the triggerer and scheduler handing
+    /// theirs back) still report through its execution API.
+    held: Option<usize>,
 }
 
 impl Stop {
     /// TERM (each as its own policy says: a Celery worker alone, for its warm
-    /// shutdown) or KILL to every running component, in parallel.
-    fn begin(slots: &mut [Slot], group: &GroupPolicy, kill_now: bool) -> Stop {
-        for slot in slots.iter_mut() {
+    /// shutdown) or KILL to every running component, in parallel; the
+    /// api-server (`last`) gets its TERM once the others are gone, under
+    /// the same deadline.
+    fn begin(slots: &mut [Slot], group: &GroupPolicy, kill_now: bool, last: Option<usize>) -> Stop {
+        let others_run = |i: usize| {
+            slots
+                .iter()
+                .enumerate()
+                .any(|(j, s)| j != i && s.running.is_some())
+        };
+        let held = last.filter(|&i| !kill_now && slots[i].running.is_some() && others_run(i));
+        for (index, slot) in slots.iter_mut().enumerate() {
             slot.start_at = None;
             if let Some(running) = &slot.running {
                 if kill_now {
@@ -408,7 +426,7 @@ impl Stop {
                         Signal::SIGKILL,
                     );
                     let _ = kill(running.spawned.pid, Signal::SIGKILL);
-                } else {
+                } else if held != Some(index) {
                     forward(&running.spawned, &slot.component.policy, libc::SIGTERM);
                 }
             }
@@ -416,6 +434,26 @@ impl Stop {
         Stop {
             kill_at: Instant::now() + group.stop_timeout,
             killed: kill_now,
+            held,
+        }
+    }
+
+    /// The held api-server gets its TERM once every other component is gone.
+    fn release_held(&mut self, slots: &[Slot]) {
+        let Some(i) = self.held else {
+            return;
+        };
+        let others_run = slots
+            .iter()
+            .enumerate()
+            .any(|(j, s)| j != i && s.running.is_some());
+        if others_run {
+            return;
+        }
+        self.held = None;
+        if let Some(running) = &slots[i].running {
+            tracing::info!("the other components have stopped; stopping the api-server");
+            forward(&running.spawned, &slots[i].component.policy, libc::SIGTERM);
         }
     }
 }

@@ -4,6 +4,7 @@
 //! when a test ends — also when it fails.
 #![allow(dead_code)]
 
+pub mod airflow;
 pub mod cgroup;
 pub mod servers;
 
