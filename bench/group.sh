@@ -84,7 +84,7 @@ measure() {
   run_pid=$!
   local init= deadline=$((SECONDS + up_bound))
   while ((SECONDS < deadline)); do
-    init=$(cat "/proc/$run_pid/task/$run_pid/children" 2>/dev/null || true)
+    init=$(awk '{print $1}' "/proc/$run_pid/task/$run_pid/children" 2>/dev/null || true)
     body=$(curl -fsS "http://127.0.0.1:$port/api/v2/monitor/health" 2>/dev/null || true)
     if [[ -n $init ]] && [[ $(grep -o '"status":"healthy"' <<<"$body" | wc -l) -ge 4 ]]; then
       break
@@ -95,7 +95,7 @@ measure() {
     { tail -n 30 "$home/out.log" >&2; die "$name never became healthy"; }
   local super=$init
   if [[ $which == child ]]; then
-    super=$(cat "/proc/$init/task/$init/children" | awk '{print $1}')
+    super=$(awk '{print $1}' "/proc/$init/task/$init/children")
   fi
   log "$name: healthy; settling ${settle} s, then ${window} s measured (pid $super, $(tr '\0' ' ' <"/proc/$super/cmdline" | cut -c1-60))"
   sleep "$settle"
@@ -126,7 +126,7 @@ measure ours init "$bin" all
 # ours); the sampled process is standalone's Python supervisor, its child.
 measure standalone child "$bin" standalone
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == 0) print "∞"; else printf "%.0f×", b / a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == 0 && b == 0) print "="; else if (a == 0) print "∞ (ours: 0)"; else printf "%.0f×", b / a }'; }
 table=$(cat <<EOF
 | Supervisor of 4 components (idle, ${window} s window) | resident memory | CPU per minute | wake-ups per second | threads |
 |---|---|---|---|---|
@@ -142,4 +142,6 @@ printf '%s\n' "$table"
   echo "\`bash bench/group.sh\`, $(date -u +%Y-%m-%d), $(nproc) cores, Airflow 3.3.2 on SQLite."
   echo
   printf '%s\n' "$table"
+  echo
+  echo "CPU is counted in clock ticks ($((1000 / $(getconf CLK_TCK))) ms each): 0 means less than one tick in the ${window} s window. Wake-ups are the context switches of the supervising process (all its threads) over the window; each line a component writes is one wake-up for ours."
 } >"$bench_dir/GROUP.md"
