@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::span::{Attributes, Id, Record};
+use tracing::Metadata;
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 use crate::error::{code, Failure};
 use crate::redact::redact;
@@ -67,9 +68,7 @@ pub fn current_phase() -> &'static str {
 /// Installs the global subscriber. Returns false if one was already set.
 pub fn init(format: LogFormat, level: LevelFilter) -> bool {
     let _ = FORMAT.set(format);
-    let subscriber = tracing_subscriber::registry()
-        .with(level)
-        .with(LineWriter { format });
+    let subscriber = LineWriter { format, level };
     tracing::subscriber::set_global_default(subscriber).is_ok()
 }
 
@@ -138,6 +137,7 @@ pub fn write_stderr_raw(mut bytes: &[u8]) {
 
 struct LineWriter {
     format: LogFormat,
+    level: LevelFilter,
 }
 
 enum Value {
@@ -189,8 +189,23 @@ impl Visit for Fields {
     }
 }
 
-impl<S: Subscriber> Layer<S> for LineWriter {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+/// The whole subscriber: a level filter and one line per event. Spans are
+/// not used (no registry: its slab alone would cost 36 kB of PID 1's memory).
+impl Subscriber for LineWriter {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.level >= *metadata.level()
+    }
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(self.level)
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
         let mut fields = Fields {
             message: String::new(),
             pairs: Vec::new(),

@@ -110,6 +110,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
     let mut next_ready_probe = first_waits.then_some(now + READY_EVERY);
     let mut jitter = Jitter::new();
     let mut stop: Option<Stop> = None;
+    let mut trim_at: Option<Instant> = None;
     let mut outcome: Option<i32> = None;
     // A process group of ours, for the last sweep as a subreaper.
     let mut some_pgid: Option<Pid> = None;
@@ -229,6 +230,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
                             );
                             some_pgid = Some(running.spawned.pgid);
                             slot.running = Some(running);
+                            trim_at = Some(Instant::now() + super::TRIM_AFTER);
                         }
                         Err(failure) => {
                             tracing::error!(
@@ -280,6 +282,12 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             next_ready_probe = Some(Instant::now() + READY_EVERY);
         }
 
+        // Start-up's pages go once the components run (see `trim`): right
+        // before the wait, so that nothing runs between the two.
+        if trim_at.is_some_and(|at| at <= Instant::now()) {
+            trim_at = None;
+            super::trim::release_startup_pages();
+        }
         // Sleep until a signal, output, or the next timer.
         let deadline = slots
             .iter()
@@ -287,6 +295,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             .filter_map(|s| s.start_at)
             .chain(next_ready_probe)
             .chain(stop.as_ref().map(|s| s.kill_at))
+            .chain(trim_at)
             .min();
         let mut fds: Vec<(usize, bool, BorrowedFd<'_>)> = Vec::new();
         for (index, slot) in slots.iter().enumerate() {
@@ -565,21 +574,44 @@ fn drain(running: &mut Running, prefix: &str) {
 #[derive(Default)]
 struct LineBuffer {
     partial: Vec<u8>,
+    /// The last piece was passed on because it filled MAX_LINE: a newline
+    /// right after it ends that line, not an empty one.
+    cut: bool,
 }
 
 impl LineBuffer {
-    fn push(&mut self, mut bytes: &[u8], prefix: &str, is_err: bool) {
-        while let Some(newline) = bytes.iter().position(|b| *b == b'\n') {
-            self.partial.extend_from_slice(&bytes[..newline]);
-            emit(prefix, &self.partial, is_err);
-            self.partial.clear();
-            bytes = &bytes[newline + 1..];
-        }
-        self.partial.extend_from_slice(bytes);
-        while self.partial.len() >= MAX_LINE {
-            let rest = self.partial.split_off(MAX_LINE);
-            emit(prefix, &self.partial, is_err);
-            self.partial = rest;
+    /// Passes on every complete line, and every MAX_LINE bytes of a longer
+    /// one, however the bytes were split into reads; keeps the rest.
+    fn push(&mut self, bytes: &[u8], prefix: &str, is_err: bool) {
+        self.split(bytes, |line| emit(prefix, line, is_err));
+    }
+
+    fn split(&mut self, mut bytes: &[u8], mut line_out: impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            // Invariant: the partial line is shorter than MAX_LINE.
+            let room = MAX_LINE - self.partial.len();
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(newline) if newline <= room => {
+                    self.partial.extend_from_slice(&bytes[..newline]);
+                    if !(self.cut && self.partial.is_empty()) {
+                        line_out(&self.partial);
+                    }
+                    self.cut = false;
+                    self.partial.clear();
+                    bytes = &bytes[newline + 1..];
+                }
+                _ => {
+                    let take = bytes.len().min(room);
+                    self.partial.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    self.cut = false;
+                    if self.partial.len() >= MAX_LINE {
+                        line_out(&self.partial);
+                        self.partial.clear();
+                        self.cut = true;
+                    }
+                }
+            }
         }
     }
 
@@ -668,4 +700,52 @@ fn forward(spawned: &Spawned, policy: &Policy, received: i32) {
     };
     // SAFETY: kill(2) with a plain pid and signal number.
     unsafe { libc::kill(target, signal) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines `input` gives, fed in reads of `step` bytes.
+    fn lines(input: &[u8], step: usize) -> Vec<Vec<u8>> {
+        let mut buffer = LineBuffer::default();
+        let mut out = Vec::new();
+        for chunk in input.chunks(step) {
+            buffer.split(chunk, |l| out.push(l.to_vec()));
+        }
+        if !buffer.partial.is_empty() {
+            out.push(std::mem::take(&mut buffer.partial));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_the_same_however_the_reads_split_them() {
+        let mut input = b"one\ntwo and a half\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 40_000));
+        input.extend(b"\nshort\npartial");
+        for step in [
+            1, 7, 4096, 8192, 16_383, 16_384, 16_385, 23_617, 40_000, 100_000,
+        ] {
+            let got = lines(&input, step);
+            let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
+            assert_eq!(
+                sizes,
+                [3, 14, 16_384, 16_384, 7_232, 5, 7],
+                "reads of {step}"
+            );
+            assert_eq!(got[0], b"one");
+            assert_eq!(got[6], b"partial");
+        }
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_line_is_one_line_and_an_empty_line_stays() {
+        let mut input = vec![b'y'; MAX_LINE];
+        input.extend(b"\n\nz\n");
+        for step in [1, 5000, MAX_LINE, MAX_LINE + 1] {
+            let sizes: Vec<usize> = lines(&input, step).iter().map(Vec::len).collect();
+            assert_eq!(sizes, [MAX_LINE, 0, 1], "reads of {step}");
+        }
+    }
 }

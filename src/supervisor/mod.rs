@@ -41,7 +41,7 @@ pub struct Policy {
 }
 
 /// How long the main child runs before start-up's pages are released.
-const TRIM_AFTER: Duration = Duration::from_millis(100);
+pub(super) const TRIM_AFTER: Duration = Duration::from_millis(100);
 
 /// The main child, started and ready to be supervised.
 pub struct Supervised {
@@ -224,6 +224,12 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
                 suspend_with_child(child, stop);
             }
         }
+        // Right before the wait, so that no other code runs (and faults
+        // its pages back in) between the trim and the sleep.
+        if trim_at.is_some_and(|at| at <= Instant::now()) {
+            trim_at = None;
+            trim::release_startup_pages();
+        }
         let deadline = [held_term, grace_deadline, trim_at]
             .into_iter()
             .flatten()
@@ -277,10 +283,6 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
             }
         }
         let now = Instant::now();
-        if trim_at.is_some_and(|at| at <= now) {
-            trim_at = None;
-            trim::release_startup_pages();
-        }
         if held_term.is_some_and(|at| at <= now) {
             held_term = None;
             forward(child, policy, libc::SIGTERM, &mut grace_deadline);

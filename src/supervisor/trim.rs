@@ -14,6 +14,11 @@ pub fn release_startup_pages() {
         return;
     };
     let exe = exe.to_string_lossy().into_owned();
+    // Collected first and dropped together at the very end: code that runs
+    // after a drop faults its pages back in (and the kernel maps up to 64 kB
+    // around each fault), so nothing but the madvise loop may follow it.
+    let mut found = [(0usize, 0usize); 8];
+    let mut count = 0;
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
@@ -39,11 +44,17 @@ pub fn release_startup_pages() {
         // Each mapping's "Anonymous:" line says whether any page was written.
         if first == "Anonymous:" {
             if let Some((start, end)) = current.take() {
-                if fields.next() == Some("0") {
-                    drop_pages(start, end);
+                if fields.next() == Some("0") && count < found.len() {
+                    found[count] = (start, end);
+                    count += 1;
                 }
             }
         }
+    }
+    drop(smaps);
+    drop(exe);
+    for &(start, end) in &found[..count] {
+        drop_pages(start, end);
     }
 }
 
