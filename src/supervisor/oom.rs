@@ -57,12 +57,40 @@ pub fn log_notes() {
     }
 }
 
+/// A kernel file (cgroupfs, procfs) read whole: one buffer of 4 kB up
+/// front, growing only when needed. `fs::read_to_string` asks fstat for a
+/// size (0 for these files) and then reads in 32-byte steps, several
+/// syscalls for what one read returns; this runs on every container start.
+fn read_small(path: impl AsRef<Path>) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(4096);
+    loop {
+        if bytes.len() == bytes.capacity() {
+            bytes.reserve(bytes.capacity());
+        }
+        let spare = bytes.capacity() - bytes.len();
+        let start = bytes.len();
+        bytes.resize(start + spare, 0);
+        match file.read(&mut bytes[start..]) {
+            Ok(0) => {
+                bytes.truncate(start);
+                break;
+            }
+            Ok(n) => bytes.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(start),
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Finds the memory cgroup of this process and arms the watch; None (with
 /// one debug line saying why) when there is nothing to watch.
 pub fn arm() -> Option<OomWatch> {
-    let cgroup = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let cgroup = read_small("/proc/self/cgroup").ok()?;
     let found = usual_place(&cgroup).or_else(|| {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mountinfo = read_small("/proc/self/mountinfo").ok()?;
         find_memory_cgroup(&cgroup, &mountinfo)
     });
     let Some((version, dir)) = found else {
@@ -101,8 +129,8 @@ fn usual_place(cgroup: &str) -> Option<(CgroupVersion, PathBuf)> {
         }
     };
     let me = std::process::id().to_string();
-    let lists_us = fs::read_to_string(dir.join("cgroup.procs"))
-        .is_ok_and(|procs| procs.lines().any(|p| p == me));
+    let lists_us =
+        read_small(dir.join("cgroup.procs")).is_ok_and(|procs| procs.lines().any(|p| p == me));
     let usable = match version {
         CgroupVersion::V1 => lists_us,
         CgroupVersion::V2 => lists_us && has_memory_controller(&dir),
@@ -333,7 +361,7 @@ impl OomWatch {
 }
 
 fn read_number(path: &Path) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = read_small(path).ok()?;
     let text = text.trim();
     if text == "max" {
         return Some(u64::MAX);
@@ -348,7 +376,7 @@ fn read_limit(version: CgroupVersion, dir: &Path) -> Option<u64> {
         CgroupVersion::V2 => read_number(&dir.join("memory.max")),
         CgroupVersion::V1 => {
             let own = read_number(&dir.join("memory.limit_in_bytes"))?;
-            let hierarchical = fs::read_to_string(dir.join("memory.stat"))
+            let hierarchical = read_small(dir.join("memory.stat"))
                 .ok()
                 .and_then(|stat| key_value(&stat, "hierarchical_memory_limit"));
             Some(hierarchical.map_or(own, |h| h.min(own)))
@@ -361,7 +389,7 @@ fn read_counters(version: CgroupVersion, dir: &Path) -> Option<Counters> {
         CgroupVersion::V2 => ("memory.events", Some("oom_group_kill")),
         CgroupVersion::V1 => ("memory.oom_control", None),
     };
-    let text = fs::read_to_string(dir.join(file)).ok()?;
+    let text = read_small(dir.join(file)).ok()?;
     Some(Counters {
         oom_kill: key_value(&text, "oom_kill")?,
         oom_group_kill: group_key.and_then(|k| key_value(&text, k)).unwrap_or(0),
