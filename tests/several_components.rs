@@ -363,7 +363,7 @@ fn descendants(init: i32) -> Vec<i32> {
 }
 
 #[test]
-fn all_on_sqlite_comes_up_in_order_restarts_a_killed_scheduler_and_stops_on_term() {
+fn real_airflow_all_on_sqlite_comes_up_in_order_restarts_a_killed_scheduler_and_stops_on_term() {
     if !needs_root("group_sqlite_e2e") {
         return;
     }
@@ -459,7 +459,7 @@ fn all_on_sqlite_comes_up_in_order_restarts_a_killed_scheduler_and_stops_on_term
 }
 
 #[test]
-fn all_plus_a_celery_worker_on_postgres_runs_a_task_and_finishes_it_on_term() {
+fn real_airflow_all_plus_a_celery_worker_on_postgres_runs_a_task_and_finishes_it_on_term() {
     if !needs_root("group_celery_e2e") {
         return;
     }
