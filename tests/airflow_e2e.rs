@@ -47,38 +47,13 @@ impl Stack {
     }
     /// The entrypoint as PID 1, root → astro, with Airflow's environment.
     fn component(&self, tag: &str, command: &[&str]) -> Run {
-        let mut run = Run::with_users(tag, PASSWD, GROUP, 0o644, None)
-            .env("PATH", format!("{}/bin:/usr/bin:/bin", self.venv.display()))
-            .env("AIRFLOW_HOME", self.home.path())
+        let mut run = airflow_run(tag, &self.venv, &self.home, self.api_port)
             .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", self.db_url())
-            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-            .env("AIRFLOW__CORE__DAGS_FOLDER", self.home.join("dags"))
-            .env("AIRFLOW__API__HOST", "127.0.0.1")
-            .env("AIRFLOW__API__PORT", self.api_port.to_string())
-            .env("AIRFLOW__API__WORKERS", "1")
-            .env(
-                "AIRFLOW__API_AUTH__JWT_SECRET",
-                "e2e-jwt-secret-0123456789abcdef0123456789abcdef",
-            )
-            .env("AIRFLOW__API__SECRET_KEY", "e2e-api-secret-key")
-            .env("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-            .env(
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-                format!("http://127.0.0.1:{}/execution/", self.api_port),
-            )
-            .env("AIRFLOW__CORE__PARALLELISM", "4")
-            .env("AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES", "1")
-            .env(
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-                free_port().to_string(),
-            )
             .env("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "True")
             .env(
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
                 self.scheduler_port.to_string(),
-            )
-            .env("MARKER_DIR", self.home.join("markers"))
-            .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "120");
+            );
         if let Some(redis) = &self.redis {
             run = run
                 .env("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")

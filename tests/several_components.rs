@@ -284,43 +284,11 @@ fn a_dead_components_leftovers_are_stopped_before_it_restarts() {
 // ---- Real Airflow 3.3.2: `all` (api-server, scheduler, dag-processor,
 // triggerer), on SQLite and on PostgreSQL with a Celery worker.
 
-/// The entrypoint as PID 1, root → astro, running `command` as a group.
+/// The entrypoint as PID 1, root → astro, running `command` as a group
+/// that migrates the database first.
 fn airflow_group(venv: &std::path::Path, home: &TempDir, api_port: u16, command: &[&str]) -> Run {
-    Run::with_users("group-airflow", PASSWD, GROUP, 0o644, None)
-        .env("PATH", format!("{}/bin:/usr/bin:/bin", venv.display()))
-        .env("AIRFLOW_HOME", home.path())
-        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-        .env("AIRFLOW__CORE__DAGS_FOLDER", home.join("dags"))
-        .env("AIRFLOW__API__HOST", "127.0.0.1")
-        .env("AIRFLOW__API__PORT", api_port.to_string())
-        .env("AIRFLOW__API__WORKERS", "1")
-        .env(
-            "AIRFLOW__API_AUTH__JWT_SECRET",
-            "group-jwt-secret-0123456789abcdef0123456789abcdef",
-        )
-        .env("AIRFLOW__API__SECRET_KEY", "group-api-secret-key")
-        .env("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-        .env(
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-            format!("http://127.0.0.1:{api_port}/execution/"),
-        )
-        .env("AIRFLOW__CORE__PARALLELISM", "4")
-        .env("AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES", "1")
-        .env(
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-            free_port().to_string(),
-        )
-        .env(
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
-            free_port().to_string(),
-        )
-        .env(
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
-            free_port().to_string(),
-        )
-        .env("MARKER_DIR", home.join("markers"))
+    airflow_run("group-airflow", venv, home, api_port)
         .env("_AIRFLOW_DB_MIGRATE", "true")
-        .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "120")
         .args(command)
 }
 

@@ -58,3 +58,47 @@ sleeper()
     fs::write(&path, text).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
 }
+
+/// The entrypoint as PID 1 of its own namespace, started as root (it drops
+/// to astro), with what every real-Airflow test sets: the venv first on
+/// PATH, `home` as AIRFLOW_HOME with its `dags/`, the API on loopback port
+/// `api_port` with one worker and fixed secrets, small parallelism, free
+/// ports for the log servers and the scheduler's health server, MARKER_DIR
+/// and a 120 s wait. A later `.env` of the same name overrides.
+pub fn airflow_run(tag: &str, venv: &std::path::Path, home: &TempDir, api_port: u16) -> super::Run {
+    use super::servers::free_port;
+    super::Run::with_users(tag, PASSWD, GROUP, 0o644, None)
+        .env("PATH", format!("{}/bin:/usr/bin:/bin", venv.display()))
+        .env("AIRFLOW_HOME", home.path())
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env("AIRFLOW__CORE__DAGS_FOLDER", home.join("dags"))
+        .env("AIRFLOW__API__HOST", "127.0.0.1")
+        .env("AIRFLOW__API__PORT", api_port.to_string())
+        .env("AIRFLOW__API__WORKERS", "1")
+        .env(
+            "AIRFLOW__API_AUTH__JWT_SECRET",
+            "e2e-jwt-secret-0123456789abcdef0123456789abcdef",
+        )
+        .env("AIRFLOW__API__SECRET_KEY", "e2e-api-secret-key")
+        .env("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+        .env(
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+            format!("http://127.0.0.1:{api_port}/execution/"),
+        )
+        .env("AIRFLOW__CORE__PARALLELISM", "4")
+        .env("AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES", "1")
+        .env(
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+            free_port().to_string(),
+        )
+        .env(
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+            free_port().to_string(),
+        )
+        .env(
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+            free_port().to_string(),
+        )
+        .env("MARKER_DIR", home.join("markers"))
+        .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "120")
+}
