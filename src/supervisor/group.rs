@@ -181,10 +181,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
                     stop = Some(Stop::begin(&mut slots, group, false, api_server));
                     break;
                 }
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << slot.restarts_in_a_row.min(6))
-                    .min(MAX_BACKOFF)
-                    .mul_f64(0.5 + jitter.factor());
+                let backoff = restart_delay(slot.restarts_in_a_row, jitter.factor());
                 slot.restarts_in_a_row += 1;
                 slot.restarts += 1;
                 slot.start_at = Some(Instant::now() + backoff);
@@ -553,6 +550,15 @@ fn pass_output(running: &mut Running, is_err: bool, prefix: &str) -> bool {
     more && !closed
 }
 
+/// About 1 s before the first restart in a row, doubling each time, never
+/// above 60 s; ×0.5 to ×1.5 for the jitter's factor in [0.5, 1.0).
+fn restart_delay(in_a_row: u32, factor: f64) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << in_a_row.min(6))
+        .mul_f64((2.0 * factor - 0.5).clamp(0.5, 1.5))
+        .min(MAX_BACKOFF)
+}
+
 /// Everything already in a component's pipes (a grandchild may keep them
 /// open, so not up to EOF: until they would block, within a bound).
 fn drain(running: &mut Running, prefix: &str) {
@@ -717,6 +723,24 @@ mod tests {
             out.push(std::mem::take(&mut buffer.partial));
         }
         out
+    }
+
+    #[test]
+    fn restarts_wait_about_a_second_doubling_to_sixty() {
+        // Jitter::factor is in [0.5, 1.0): 0.75 is the middle.
+        let secs = |n, f| restart_delay(n, f).as_secs_f64();
+        assert_eq!((secs(0, 0.5), secs(0, 0.75)), (0.5, 1.0));
+        assert!(secs(0, 0.9995) < 1.5);
+        assert_eq!((secs(1, 0.75), secs(2, 0.75), secs(5, 0.75)), (2.0, 4.0, 32.0));
+        for n in [6, 7, 50, u32::MAX] {
+            assert!((32.0..=60.0).contains(&secs(n, 0.5)), "{n}");
+            assert_eq!(secs(n, 0.9995), 60.0, "{n}");
+        }
+        let mut jitter = Jitter::new();
+        for _ in 0..1000 {
+            let d = secs(0, jitter.factor());
+            assert!((0.5..1.5).contains(&d), "{d}");
+        }
     }
 
     #[test]
