@@ -731,7 +731,10 @@ mod tests {
         let secs = |n, f| restart_delay(n, f).as_secs_f64();
         assert_eq!((secs(0, 0.5), secs(0, 0.75)), (0.5, 1.0));
         assert!(secs(0, 0.9995) < 1.5);
-        assert_eq!((secs(1, 0.75), secs(2, 0.75), secs(5, 0.75)), (2.0, 4.0, 32.0));
+        assert_eq!(
+            (secs(1, 0.75), secs(2, 0.75), secs(5, 0.75)),
+            (2.0, 4.0, 32.0)
+        );
         for n in [6, 7, 50, u32::MAX] {
             assert!((32.0..=60.0).contains(&secs(n, 0.5)), "{n}");
             assert_eq!(secs(n, 0.9995), 60.0, "{n}");
