@@ -84,21 +84,20 @@ impl Stack {
 
 /// UIDs of every process in the namespace whose init has host PID `init`.
 fn uids_below(init: i32) -> Vec<(i32, u32)> {
-    let mut found = Vec::new();
-    let mut frontier = children_of(init);
-    while let Some(pid) = frontier.pop() {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        if let Some(uid) = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|u| u.parse().ok())
-        {
-            found.push((pid, uid));
-        }
-        frontier.extend(children_of(pid));
-    }
-    found
+    descendants(init)
+        .into_iter()
+        .filter_map(|pid| {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let uid = status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, uid))
+        })
+        .collect()
 }
 
 #[test]

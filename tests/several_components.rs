@@ -12,24 +12,13 @@ use support::*;
 
 /// Processes whose command line holds `needle` (the test's temp dir).
 fn processes_mentioning(needle: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(needle) && alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(needle) && alive(*pid)
+        })
+        .collect()
 }
 
 #[test]
@@ -317,17 +306,6 @@ fn started_pid(stderr: &str, component: &str) -> Option<i32> {
         .find_map(|w| w.strip_prefix("pid="))?
         .parse()
         .ok()
-}
-
-/// Every process below `init`, host PIDs.
-fn descendants(init: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    let mut frontier = children_of(init);
-    while let Some(pid) = frontier.pop() {
-        found.push(pid);
-        frontier.extend(children_of(pid));
-    }
-    found
 }
 
 #[test]

@@ -416,13 +416,8 @@ impl Stop {
     /// api-server (`last`) gets its TERM once the others are gone, under
     /// the same deadline.
     fn begin(slots: &mut [Slot], group: &GroupPolicy, kill_now: bool, last: Option<usize>) -> Stop {
-        let others_run = |i: usize| {
-            slots
-                .iter()
-                .enumerate()
-                .any(|(j, s)| j != i && s.running.is_some())
-        };
-        let held = last.filter(|&i| !kill_now && slots[i].running.is_some() && others_run(i));
+        let held =
+            last.filter(|&i| !kill_now && slots[i].running.is_some() && others_run(slots, i));
         for (index, slot) in slots.iter_mut().enumerate() {
             slot.start_at = None;
             if let Some(running) = &slot.running {
@@ -449,11 +444,7 @@ impl Stop {
         let Some(i) = self.held else {
             return;
         };
-        let others_run = slots
-            .iter()
-            .enumerate()
-            .any(|(j, s)| j != i && s.running.is_some());
-        if others_run {
+        if others_run(slots, i) {
             return;
         }
         self.held = None;
@@ -462,6 +453,14 @@ impl Stop {
             forward(&running.spawned, &slots[i].component.policy, libc::SIGTERM);
         }
     }
+}
+
+/// True while a component other than slot `i` runs.
+fn others_run(slots: &[Slot], i: usize) -> bool {
+    slots
+        .iter()
+        .enumerate()
+        .any(|(j, s)| j != i && s.running.is_some())
 }
 
 fn start(slot: &Slot, dir: Option<&std::path::Path>) -> Result<Running, crate::error::Failure> {

@@ -403,6 +403,27 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     Vec::new()
 }
 
+/// The PIDs of every process on the machine, from /proc.
+pub fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Every process below `pid` (children, their children, ...), host PIDs.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut frontier = children_of(pid);
+    while let Some(next) = frontier.pop() {
+        found.push(next);
+        frontier.extend(children_of(next));
+    }
+    found
+}
+
 /// The host PID of the process that is `ns_pid` inside the namespace whose
 /// init has host PID `init`, found through NSpid in /proc/PID/status.
 pub fn host_pid(init: i32, ns_pid: i32) -> Option<i32> {

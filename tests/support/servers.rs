@@ -111,17 +111,9 @@ impl Drop for Server {
 /// nothing else runs as these users here).
 fn kill_processes_of(user: &str) {
     let (uid, _) = ids(user);
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let owner = entry
-            .metadata()
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    for pid in super::all_pids() {
+        let owner =
+            fs::metadata(format!("/proc/{pid}")).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
         if owner.ok() == Some(uid) {
             // SAFETY: kill(2) with plain integers.
             unsafe { libc::kill(pid, libc::SIGKILL) };
