@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod airflow;
+mod alloc;
 mod cli;
 mod command;
 mod env;

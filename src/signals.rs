@@ -5,11 +5,10 @@
 //! lost. Also signal names, parsing and the forwardable and terminating sets.
 //! It imports no other module of the crate and never acts on a signal itself.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -101,15 +100,80 @@ pub fn is_terminating(signal: i32) -> bool {
     )
 }
 
-/// Until `deadline` (none: forever), rounded up so that we do not wake a
-/// millisecond early and spin.
-fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
-    match deadline {
-        None => PollTimeout::NONE,
-        Some(at) => {
-            let left = at.saturating_duration_since(Instant::now());
-            let ms = left.as_micros().div_ceil(1000);
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+fn pollfd(fd: BorrowedFd<'_>) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// madvise(MADV_DONTNEED) on each range, then ppoll: one function with the
+/// system calls inline, so that between dropping our text and sleeping no
+/// other code runs. Code that ran in between would fault its pages back in,
+/// and the kernel maps up to 64 kB (a whole large folio) around each fault;
+/// this way only the page this function is on comes back. Returns ppoll's
+/// result, or -errno.
+///
+/// # Safety
+/// Each range must be a mapping whose pages the process can lose without
+/// losing state (clean file pages); fds and timeout as for ppoll.
+#[inline(never)]
+unsafe fn drop_then_poll(
+    ranges: &[(usize, usize)],
+    fds: *mut libc::pollfd,
+    count: usize,
+    timeout: *const libc::timespec,
+) -> isize {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: plain madvise and ppoll system calls on the caller's
+    // arguments; the syscall instruction clobbers rcx and r11 only.
+    unsafe {
+        for &(start, len) in ranges {
+            let _ret: isize;
+            std::arch::asm!("syscall",
+                inlateout("rax") libc::SYS_madvise as isize => _ret,
+                in("rdi") start, in("rsi") len, in("rdx") libc::MADV_DONTNEED as usize,
+                lateout("rcx") _, lateout("r11") _, options(nostack));
+        }
+        let ret: isize;
+        std::arch::asm!("syscall",
+            inlateout("rax") libc::SYS_ppoll as isize => ret,
+            in("rdi") fds, in("rsi") count, in("rdx") timeout,
+            in("r10") 0usize, in("r8") 0usize,
+            lateout("rcx") _, lateout("r11") _, options(nostack));
+        ret
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above; svc clobbers nothing but x0.
+    unsafe {
+        for &(start, len) in ranges {
+            std::arch::asm!("svc 0",
+                in("x8") libc::SYS_madvise as usize,
+                inlateout("x0") start => _, in("x1") len, in("x2") libc::MADV_DONTNEED as usize,
+                options(nostack));
+        }
+        let ret: isize;
+        std::arch::asm!("svc 0",
+            in("x8") libc::SYS_ppoll as usize,
+            inlateout("x0") fds as usize => ret, in("x1") count, in("x2") timeout,
+            in("x3") 0usize, in("x4") 0usize,
+            options(nostack));
+        ret
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: as above, through libc.
+    unsafe {
+        for &(start, len) in ranges {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+        }
+        match libc::ppoll(fds, count as libc::nfds_t, timeout, std::ptr::null()) {
+            -1 => {
+                -(std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINTR) as isize)
+            }
+            n => n as isize,
         }
     }
 }
@@ -120,6 +184,8 @@ pub struct SignalInbox {
     /// Signals a phase read but left for a later one (readiness sees SIGCHLD
     /// but never reaps): handed out again by the next `drain`.
     put_back: std::cell::RefCell<Vec<i32>>,
+    /// Ranges for `drop_then_poll` at the next sleep.
+    pending_drop: std::cell::Cell<([(usize, usize); 8], usize)>,
 }
 
 impl SignalInbox {
@@ -138,6 +204,7 @@ impl SignalInbox {
         Ok(SignalInbox {
             fd,
             put_back: std::cell::RefCell::new(Vec::new()),
+            pending_drop: std::cell::Cell::new(([(0, 0); 8], 0)),
         })
     }
 
@@ -156,37 +223,67 @@ impl SignalInbox {
         deadline: Option<Instant>,
         others: &[BorrowedFd<'_>],
     ) -> (Vec<Received>, Vec<usize>) {
-        let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        fds.extend(others.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
-        match poll(&mut fds, poll_timeout(deadline)) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "poll failed");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        let mut fds = vec![pollfd(self.fd.as_fd())];
+        fds.extend(others.iter().map(|fd| pollfd(*fd)));
+        self.poll(&mut fds, deadline);
         let ready = fds
             .iter()
             .skip(1)
             .enumerate()
-            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .filter(|(_, fd)| fd.revents != 0)
             .map(|(i, _)| i)
             .collect();
         (self.drain_received(), ready)
     }
 
     fn sleep(&self, deadline: Option<Instant>, other: Option<BorrowedFd<'_>>) {
-        let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        if let Some(fd) = other {
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
-        }
-        match poll(&mut fds, poll_timeout(deadline)) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => {
-                // poll on valid fds cannot fail otherwise; do not spin if it does.
-                tracing::error!(error = %e, "poll failed");
-                std::thread::sleep(Duration::from_millis(10));
+        let mut fds = [pollfd(self.fd.as_fd()), pollfd(self.fd.as_fd())];
+        let count = match other {
+            Some(fd) => {
+                fds[1] = pollfd(fd);
+                2
             }
+            None => 1,
+        };
+        self.poll(&mut fds[..count], deadline);
+    }
+
+    /// Pages to hand back to the kernel right before the next sleep, as
+    /// (start, length) ranges (at most 8): see `drop_then_poll`.
+    pub fn drop_pages_before_sleep(&self, ranges: &[(usize, usize)]) {
+        let mut all = [(0, 0); 8];
+        let count = ranges.len().min(all.len());
+        all[..count].copy_from_slice(&ranges[..count]);
+        self.pending_drop.set((all, count));
+    }
+
+    fn poll(&self, fds: &mut [libc::pollfd], deadline: Option<Instant>) {
+        let timeout = deadline.map(|at| {
+            let left = at.saturating_duration_since(Instant::now());
+            libc::timespec {
+                tv_sec: left.as_secs().min(i32::MAX as u64) as _,
+                tv_nsec: left.subsec_nanos() as libc::c_long,
+            }
+        });
+        let timeout_ptr = timeout
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let (ranges, count) = self.pending_drop.replace(([(0, 0); 8], 0));
+        // SAFETY: fds and timeout are valid for the call; the ranges are
+        // the caller's, whole clean mappings of our own executable (see
+        // `drop_pages_before_sleep`).
+        let ret = unsafe {
+            drop_then_poll(
+                &ranges[..count.min(8)],
+                fds.as_mut_ptr(),
+                fds.len(),
+                timeout_ptr,
+            )
+        };
+        if ret < 0 && ret != -(libc::EINTR as isize) {
+            // poll on valid fds cannot fail otherwise; do not spin if it does.
+            tracing::error!(error = %Errno::from_raw(-ret as i32), "poll failed");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -283,7 +283,8 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
         // before the wait, so that nothing runs between the two.
         if trim_at.is_some_and(|at| at <= Instant::now()) {
             trim_at = None;
-            super::trim::release_startup_pages();
+            crate::alloc::seal();
+            super::trim::release_startup_pages(inbox);
         }
         // Sleep until a signal, output, or the next timer.
         let deadline = slots

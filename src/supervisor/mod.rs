@@ -228,7 +228,8 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
         // its pages back in) between the trim and the sleep.
         if trim_at.is_some_and(|at| at <= Instant::now()) {
             trim_at = None;
-            trim::release_startup_pages();
+            crate::alloc::seal();
+            trim::release_startup_pages(inbox);
         }
         let deadline = [held_term, grace_deadline, trim_at]
             .into_iter()

@@ -5,20 +5,28 @@
 //! back in from the page cache. A mapping with any private (written) page —
 //! RELRO after relocation — is never touched: that would undo relocations.
 
-/// Releases the resident clean text and read-only pages of our executable.
-pub fn release_startup_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return;
-    };
-    let exe = exe.to_string_lossy().into_owned();
-    // Collected first and dropped together at the very end: code that runs
-    // after a drop faults its pages back in (and the kernel maps up to 64 kB
-    // around each fault), so nothing but the madvise loop may follow it.
+/// Hands the inbox the clean text and read-only mappings of our
+/// executable, to be dropped right before its next sleep.
+pub fn release_startup_pages(inbox: &crate::signals::SignalInbox) {
+    let (found, count) = startup_pages();
+    inbox.drop_pages_before_sleep(&found[..count]);
+}
+
+/// The clean text and read-only mappings of our executable, as (start,
+/// length).
+fn startup_pages() -> ([(usize, usize); 8], usize) {
     let mut found = [(0usize, 0usize); 8];
     let mut count = 0;
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return (found, count);
+    };
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return (found, count);
+    };
+    let exe = exe.to_string_lossy().into_owned();
+    // Collected first and dropped together by the inbox right before it
+    // sleeps: code that runs after a drop faults its pages back in (and the
+    // kernel maps up to 64 kB around each fault).
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
@@ -45,24 +53,11 @@ pub fn release_startup_pages() {
         if first == "Anonymous:" {
             if let Some((start, end)) = current.take() {
                 if fields.next() == Some("0") && count < found.len() {
-                    found[count] = (start, end);
+                    found[count] = (start, end - start);
                     count += 1;
                 }
             }
         }
     }
-    drop(smaps);
-    drop(exe);
-    for &(start, end) in &found[..count] {
-        drop_pages(start, end);
-    }
-}
-
-fn drop_pages(start: usize, end: usize) {
-    // SAFETY: [start, end) is a whole, non-writable mapping of our own
-    // executable with no private (written) pages, so it holds no state that
-    // the page cache does not: dropping its pages loses nothing.
-    unsafe {
-        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-    }
+    (found, count)
 }
