@@ -25,6 +25,55 @@ pub struct Invocation {
     pub command: Vec<OsString>,
 }
 
+/// The arguments after the program name, from C's argv.
+///
+/// # Safety
+/// `argv` holds `argc` valid NUL-terminated strings.
+#[cfg(not(test))]
+pub unsafe fn args_from_c(
+    argc: std::ffi::c_int,
+    argv: *const *const std::ffi::c_char,
+) -> Vec<OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let count = usize::try_from(argc).unwrap_or(0);
+    (1..count)
+        .map(|i| {
+            // SAFETY: i < argc, as the caller promises.
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(arg.to_bytes()).to_os_string()
+        })
+        .collect()
+}
+
+/// What of std's runtime set-up matters, done without the rest of it (an
+/// alternate signal stack for a stack-overflow message: a dozen system
+/// calls on every start). Standard input, output and error are open: a
+/// closed one is opened on /dev/null, or the signalfd would take its number
+/// and the child would read from or write to it. SIGPIPE is ignored.
+pub fn ready_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: a valid array of three pollfds; a zero timeout.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
+        return;
+    }
+    for fd in fds.iter().filter(|fd| fd.revents & libc::POLLNVAL != 0) {
+        let mode = if fd.fd == 0 {
+            libc::O_RDONLY
+        } else {
+            libc::O_RDWR
+        };
+        // SAFETY: a NUL-terminated path; the lowest free fd is the closed one.
+        unsafe { libc::open(c"/dev/null".as_ptr(), mode) };
+    }
+    // SAFETY: ignoring SIGPIPE: a write to a closed pipe fails with EPIPE
+    // instead (std's runtime does this too); exec resets it for the child.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// Parses `args` (without argv[0]).
 pub fn parse(args: Vec<OsString>) -> Result<Invocation, Failure> {
     let mut flags = Vec::new();

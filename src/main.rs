@@ -4,6 +4,7 @@
 //! code; it does nothing else. Signals are taken over first, before any phase.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(not(test), no_main)]
 
 mod airflow;
 mod alloc;
@@ -22,20 +23,32 @@ mod supervisor;
 mod user;
 mod wire;
 
+use std::ffi::OsString;
+
 use cli::Action;
 use error::Failure;
 use logging::{enter_phase, exit_with, Phase};
 use signals::SignalInbox;
 use supervisor::{check_startup_signals, Supervised};
 
-fn main() {
+/// The C entry point: std's runtime set-up is skipped (see `cli::ready_standard_fds`).
+#[cfg(not(test))]
+#[no_mangle]
+extern "C" fn main(argc: i32, argv: *const *const std::ffi::c_char) -> i32 {
+    // SAFETY: the C runtime passes argc strings that live as long as we do.
+    run(unsafe { cli::args_from_c(argc, argv) })
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn run(args: Vec<OsString>) -> ! {
+    cli::ready_standard_fds();
     // As PID 1 a signal with no handler is dropped: block them all before
     // anything else so that none sent during start-up is lost.
     let inbox = SignalInbox::install().unwrap_or_else(|e| exit_with(Failure::internal(e)));
     logging::install_panic_hook();
     // Start-up's data (layers, settings text, URLs) is dropped when `start`
     // returns, before the long supervision begins: PID 1 keeps only that.
-    let code = match start(&inbox) {
+    let code = match start(&inbox, args) {
         Ok(Started::Done(code)) => code,
         Ok(Started::Supervise(started)) => supervisor::supervise(&inbox, *started),
         Ok(Started::Group(group)) => supervisor::group::supervise_group(&inbox, *group),
@@ -52,9 +65,9 @@ enum Started {
     Group(Box<supervisor::Group>),
 }
 
-fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
+fn start(inbox: &SignalInbox, args: Vec<OsString>) -> Result<Started, Failure> {
     enter_phase(Phase::Settings);
-    let invocation = cli::parse(std::env::args_os().skip(1).collect())?;
+    let invocation = cli::parse(args)?;
     if let Some(text) = cli::informational_text(invocation.action) {
         return Ok(Started::Done(logging::print_stdout(&text)));
     }
@@ -67,11 +80,7 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     enter_phase(Phase::Environment);
     let mut layers = env::load(&settings)?;
     match invocation.action {
-        Action::PrintEnv => {
-            return Ok(Started::Done(logging::print_stdout(&env::print::table(
-                &layers,
-            ))))
-        }
+        Action::PrintEnv => return Ok(Started::Done(env::print::to_stdout(&layers))),
         Action::Healthcheck => {
             let verdict = airflow::healthcheck(inbox, &settings, &layers, &invocation.command);
             return Ok(Started::Done(verdict));
@@ -86,7 +95,7 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
 
     enter_phase(Phase::Resolve);
     // `_CMD` and `_SECRET` commands run as the service user, supervised.
-    let path = layers.get("PATH").map(std::ffi::OsString::from);
+    let path = layers.get("PATH").map(OsString::from);
     let mut run = supervisor::steps::command_runner(inbox, layers.child_env(), path);
     let wait_only = invocation.action == Action::WaitOnly;
     let needs = airflow::wait_needs(&members, &layers, wait_only);
@@ -115,7 +124,7 @@ fn start(inbox: &SignalInbox) -> Result<Started, Failure> {
     };
     let launch = command::prepare(&settings, &layers, &member.planned)?;
     let user = (identity.name.as_str(), identity.uid);
-    let request = launch.request();
-    let started = supervisor::start_child(inbox, &request, launch.policy.clone(), user, oom)?;
+    let started =
+        supervisor::start_child(inbox, &launch.request(), launch.policy.clone(), user, oom)?;
     Ok(Started::Supervise(Box::new(started)))
 }

@@ -12,6 +12,11 @@ fn shown(name: &str) -> bool {
         || name == "_PIP_ADDITIONAL_REQUIREMENTS"
 }
 
+/// `--print-env`: the table on standard output; the exit code.
+pub fn to_stdout(layers: &Layered) -> i32 {
+    crate::logging::print_stdout(&table(layers))
+}
+
 /// One line a variable: `NAME=VALUE  # source`.
 pub fn table(layers: &Layered) -> String {
     let rows: Vec<(String, String)> = layers

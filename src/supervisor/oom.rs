@@ -388,18 +388,17 @@ fn read_number(path: &Path) -> Option<u64> {
     text.parse().ok()
 }
 
-/// v2: memory.max; v1: the smaller of memory.limit_in_bytes and the
-/// hierarchical limit (a limit set on an ancestor cgroup).
+/// v2: memory.max; v1: memory.stat's hierarchical_memory_limit, the
+/// smallest limit of the cgroup and its ancestors (the kernel's minimum
+/// includes the cgroup's own memory.limit_in_bytes, which is read only
+/// where memory.stat lacks the line).
 fn read_limit(version: CgroupVersion, dir: &Path) -> Option<u64> {
     match version {
         CgroupVersion::V2 => read_number(&dir.join("memory.max")),
-        CgroupVersion::V1 => {
-            let own = read_number(&dir.join("memory.limit_in_bytes"))?;
-            let hierarchical = read_small(dir.join("memory.stat"))
-                .ok()
-                .and_then(|stat| key_value(&stat, "hierarchical_memory_limit"));
-            Some(hierarchical.map_or(own, |h| h.min(own)))
-        }
+        CgroupVersion::V1 => read_small(dir.join("memory.stat"))
+            .ok()
+            .and_then(|stat| key_value(&stat, "hierarchical_memory_limit"))
+            .or_else(|| read_number(&dir.join("memory.limit_in_bytes"))),
     }
 }
 

@@ -152,25 +152,16 @@ fn spawn_plain(request: &SpawnRequest<'_>) -> io::Result<Pid> {
             return Err(io::Error::other("posix_spawnattr_init failed"));
         }
         libc::posix_spawn_file_actions_init(&mut actions);
-        // Handlers do not survive exec, only ignored dispositions do, and
-        // only the classic signals are ever inherited as ignored (as in
-        // `prepare_child`): musl resets each signal of this set with a
-        // system call while we wait, so it holds 1-31 rather than all 64.
-        let mut classic: libc::sigset_t = std::mem::zeroed();
+        let mut all: libc::sigset_t = std::mem::zeroed();
         let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut classic);
-        for signal in 1..32 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::sigaddset(&mut classic, signal);
-            }
-        }
+        libc::sigfillset(&mut all);
         libc::sigemptyset(&mut none);
         let flags = libc::POSIX_SPAWN_SETSID as libc::c_int
             | libc::POSIX_SPAWN_SETSIGMASK as libc::c_int
             | libc::POSIX_SPAWN_SETSIGDEF as libc::c_int;
         let mut failed = libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
         if failed == 0 {
-            failed = libc::posix_spawnattr_setsigdefault(&mut attr, &classic);
+            failed = libc::posix_spawnattr_setsigdefault(&mut attr, &all);
         }
         if failed == 0 {
             failed = libc::posix_spawnattr_setsigmask(&mut attr, &none);
