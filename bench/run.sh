@@ -383,56 +383,31 @@ if [[ -n $oom_cg ]]; then
 fi
 
 # --- 2c. spawn overhead, not PID 1 -----------------------------------------------
-log "c. spawn overhead: INIT -- /bin/true vs /bin/true (hyperfine, ${spawn_rounds} rounds of ${spawn_runs} runs)"
-# hyperfine cannot give one command its own environment, so the inits are
-# grouped by environment: one hyperfine run per group, each with its own
-# /bin/true baseline in the same environment, which its overheads are taken
-# against. hyperfine runs one command's runs back to back, so a burst of
-# outside load can land on one command only. To even that out, each group is
-# run in several rounds, with the order reversed every other round. The
-# result is the median over rounds of each round's median (for overhead,
-# the median of the per-round differences). The baseline shown in the table
-# is the first group's.
-median_ms() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median * 1000' "$1"; }
-declare -A group_of # env string -> space-separated indexes
-group_order=()
-for i in "${!names[@]}"; do
-  key="env:${envs[$i]}"
-  [[ -n ${group_of[$key]+set} ]] || group_order+=("$key")
-  group_of[$key]+="$i "
-done
+log "c. spawn overhead: INIT -- /bin/true vs /bin/true (bench/spawn.c, round robin, ${spawn_rounds} rounds of ${spawn_runs} runs)"
+# bench/spawn.c runs every init and a bare /bin/true in turn, one run each,
+# round after round, and prints each command's median: drifting load on a
+# shared VM lands on all of them alike. (hyperfine runs one command's runs
+# back to back; here the bare /bin/true's median moved between 0.9 and
+# 1.5 ms from one command's turn to the next.) The result is the median over
+# rounds of each round's median (for overhead, of the per-round
+# differences against that round's /bin/true).
+gcc -O2 -Wall -o "$work/spawn" "$bench_dir/spawn.c"
 : >"$work/true.ms"
-for g in "${!group_order[@]}"; do
-  key=${group_order[$g]}
-  read -r -a members <<<"${group_of[$key]}"
-  read -r -a vars <<<"${key#env:}"
-  for ((r = 0; r < spawn_rounds; r++)); do
-    json="$work/spawn.$g.$r.json"
-    hf_args=(--shell=none --warmup "$spawn_warmup" --runs "$spawn_runs" --style basic
-             --export-json "$json")
-    order=(true "${members[@]}")
-    if ((r % 2)); then
-      order=(); for ((k = ${#members[@]} - 1; k >= 0; k--)); do order+=("${members[k]}"); done
-      order+=(true)
-    fi
-    for i in "${order[@]}"; do
-      if [[ $i == true ]]; then hf_args+=(-n true /bin/true); continue; fi
-      build_cmd "$i" direct /bin/true
-      printf -v line '%q ' "${cmd[@]}"
-      hf_args+=(-n "${names[$i]}" "${line% }")
-    done
-    if ((${#vars[@]})); then
-      env "${vars[@]}" hyperfine "${hf_args[@]}" >&2
-    else
-      hyperfine "${hf_args[@]}" >&2
-    fi
-    t=$(median_ms "$json" true)
-    ((g == 0)) && echo "$t" >>"$work/true.ms"
-    for i in "${members[@]}"; do
-      m=$(median_ms "$json" "${names[$i]}")
-      echo "$m" >>"$work/spawn.$i"
-      awk -v m="$m" -v t="$t" 'BEGIN { print m - t }' >>"$work/overhead.$i"
-    done
+spawn_cmds=(/bin/true)
+for i in "${!names[@]}"; do
+  build_cmd "$i" direct /bin/true
+  spawn_cmds+=("${envs[$i]:+${envs[$i]} }${cmd[*]}")
+done
+for ((r = 0; r < spawn_rounds; r++)); do
+  out="$work/spawn.round.$r"
+  "$work/spawn" "$spawn_runs" "$spawn_warmup" "${spawn_cmds[@]}" >"$out" ||
+    die "spawn round $r failed"
+  t=$(awk 'NR == 1 { print $1 }' "$out")
+  echo "$t" >>"$work/true.ms"
+  for i in "${!names[@]}"; do
+    m=$(awk -v line=$((i + 2)) 'NR == line { print $1 }' "$out")
+    echo "$m" >>"$work/spawn.$i"
+    awk -v m="$m" -v t="$t" 'BEGIN { print m - t }' >>"$work/overhead.$i"
   done
 done
 for i in "${!names[@]}"; do
