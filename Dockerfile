@@ -84,6 +84,7 @@ RUN arch="${TARGETARCH:-$(dpkg --print-architecture)}" \
  && rustup target add "$target"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY build.rs ./
 COPY src ./src
 # shellcheck source=/dev/null
 RUN . /etc/entrypoint-target.env \

@@ -72,10 +72,10 @@ fn start(inbox: &SignalInbox, args: Vec<OsString>) -> Result<Started, Failure> {
         return Ok(Started::Done(logging::print_stdout(&text)));
     }
     let settings = cli::load_settings(&invocation.flags)?;
-    // Armed as root: v1 registers its eventfd in a root-owned file.
-    let oom = (invocation.action == Action::Run)
-        .then(supervisor::oom::arm)
-        .flatten();
+    // Found before the privilege drop (v1's registration is root's only);
+    // armed once the child is spawned.
+    let drops_root = nix::unistd::geteuid().is_root() && !settings.run_as_root;
+    let oom = supervisor::oom::Plan::before_start(invocation.action == Action::Run, drops_root);
 
     enter_phase(Phase::Environment);
     let mut layers = env::load(&settings)?;

@@ -74,6 +74,55 @@ fn a_process_under_the_main_child_is_counted_once() {
     );
 }
 
+/// After the drop to the service user the watch still hears the kernel: it
+/// is armed once the child runs (off the path to its exec), but v1's
+/// registration file (cgroup.event_control, mode 0200) was opened while the
+/// entrypoint was still root. v2 needs no root for its inotify watch.
+#[test]
+fn after_the_drop_to_the_service_user_an_oom_kill_is_still_heard() {
+    if !needs_root("after_the_drop_to_the_service_user_an_oom_kill_is_still_heard") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("drop", LIMIT) else {
+        return;
+    };
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nastro:x:5000:5000:Astro:/home/astro:/bin/sh\n";
+    let script = format!(
+        "id -u > $T/uid; {HOG}; echo $? > $T/rc; trap 'exit 0' TERM; while :; do sleep 100 & wait $!; done"
+    );
+    let mut run = Run::with_users(
+        "oom-drop",
+        PASSWD,
+        "root:x:0:\nastro:x:5000:\n",
+        0o644,
+        None,
+    )
+    .args(["--", "sh", "-c", &script]);
+    cgroup.enter_on_spawn(run.command_mut());
+    let mut running = run.start();
+    assert_eq!(running.wait_file("rc", secs(60)).trim(), "137");
+    assert_eq!(running.dir.read("uid").trim(), "5000");
+    let heard = wait_until(secs(20), || {
+        running
+            .dir
+            .read("stderr")
+            .contains("OOM killer killed 1 process(es)")
+            .then_some(())
+    });
+    let stderr = running.dir.read("stderr");
+    running.signal(libc::SIGTERM);
+    let done = running.finish_within(secs(20));
+    assert!(
+        heard.is_some(),
+        "no OOM line while the child ran:\n{stderr}"
+    );
+    assert!(!stderr.contains("OOM diagnosis off"), "{stderr}");
+    // The notification itself, not a later read of the counter.
+    assert!(!stderr.contains("no OOM notifications"), "{stderr}");
+    done.expect_code(0);
+}
+
 #[test]
 fn an_orphan_killed_by_the_oom_killer_is_named_once_as_pid1() {
     if !needs_root("an_orphan_killed_by_the_oom_killer_is_named_once_as_pid1") {

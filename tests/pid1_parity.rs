@@ -475,7 +475,8 @@ fn idle_pid1_keeps_little_of_its_text_resident() {
 
 /// std's runtime is not used, so what it did is done by hand: a closed
 /// standard fd is opened on /dev/null (the signalfd must not take fd 0),
-/// and SIGPIPE is ignored by the entrypoint but default in the child.
+/// and SIGPIPE is ignored by the entrypoint but default in the child. So
+/// are signals the entrypoint inherited as ignored (`nohup`, `trap '' TERM`).
 #[test]
 fn a_closed_stdin_is_dev_null_and_the_child_gets_a_default_sigpipe() {
     let dir = TempDir::new("stdio");
@@ -488,10 +489,13 @@ fn a_closed_stdin_is_dev_null_and_the_child_gets_a_default_sigpipe() {
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: only close(2) between fork and exec.
+    // SAFETY: only close(2) and signal(2) between fork and exec.
     unsafe {
         command.pre_exec(|| {
             libc::close(0);
+            for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+                libc::signal(signal, libc::SIG_IGN);
+            }
             Ok(())
         });
     }
@@ -502,4 +506,47 @@ fn a_closed_stdin_is_dev_null_and_the_child_gets_a_default_sigpipe() {
     let ignored = dir.read("ign");
     let mask = u64::from_str_radix(ignored.trim().trim_start_matches("SigIgn:").trim(), 16);
     assert_eq!(mask.map(|m| m & 0x7fff_ffff), Ok(0), "{ignored}");
+}
+
+/// The shipped binary stays a static PIE, loaded at a random address (ASLR),
+/// with its relocations packed as RELR: musl applies them itself at every
+/// start, and as RELA they were a 96 kB table, 24 pages read each time
+/// (issue 14 point 7; build.rs). Read from the ELF headers themselves.
+#[test]
+fn the_shipped_binary_is_a_static_pie_with_packed_relocations() {
+    if std::env::var_os("ENTRYPOINT_UNDER_TEST").is_none() && !cfg!(target_env = "musl") {
+        eprintln!("skipped: the binary under test is not the musl build");
+        return;
+    }
+    let elf = std::fs::read(bin()).expect("read the binary");
+    let at = |offset: usize, len: usize| -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes[..len].copy_from_slice(&elf[offset..offset + len]);
+        u64::from_le_bytes(bytes)
+    };
+    assert_eq!(&elf[..6], b"\x7fELF\x02\x01", "a 64-bit little-endian ELF");
+    assert_eq!(at(16, 2), 3, "e_type is ET_DYN (position independent)");
+    let (phoff, phentsize, phnum) = (at(32, 8) as usize, at(54, 2) as usize, at(56, 2));
+    let mut dynamic = None;
+    for index in 0..phnum as usize {
+        let header = phoff + index * phentsize;
+        let kind = at(header, 4);
+        assert_ne!(kind, 3, "a PT_INTERP: the binary needs a dynamic loader");
+        if kind == 2 {
+            dynamic = Some((at(header + 8, 8) as usize, at(header + 32, 8) as usize));
+        }
+    }
+    let (offset, size) = dynamic.expect("a PT_DYNAMIC (static-pie relocates itself)");
+    let mut tags = std::collections::HashMap::new();
+    for entry in (offset..offset + size).step_by(16) {
+        tags.insert(at(entry, 8), at(entry + 8, 8));
+    }
+    assert!(!tags.contains_key(&1), "a DT_NEEDED library");
+    let relr = tags.get(&35).copied().unwrap_or(0);
+    let rela = tags.get(&8).copied().unwrap_or(0);
+    assert!(relr > 0, "no DT_RELRSZ: relocations are not packed");
+    assert!(
+        relr + rela < 4096,
+        "relocation tables of {relr} (RELR) + {rela} (RELA) bytes"
+    );
 }

@@ -61,7 +61,7 @@ pub fn start_child(
     request: &SpawnRequest<'_>,
     policy: Policy,
     user: (&str, u32),
-    oom: Option<oom::OomWatch>,
+    oom: oom::Plan,
 ) -> Result<Supervised, Failure> {
     let is_pid1 = become_reaper();
     check_startup_signals(inbox)?;
@@ -78,6 +78,8 @@ pub fn start_child(
         pid1 = is_pid1,
         "started the command"
     );
+    // Off the path to the child's exec: it runs while the child starts.
+    let oom = oom.arm();
     oom::log_notes();
     // The child keeps the directory it started in; PID 1 lives on for the
     // container's life and must not pin a mount it never uses.
@@ -110,7 +112,7 @@ pub fn prepare_group(
     inbox: &SignalInbox,
     components: Vec<group::Component>,
     policy: group::GroupPolicy,
-    oom: Option<oom::OomWatch>,
+    oom: oom::Plan,
 ) -> Result<Group, Failure> {
     let is_pid1 = become_reaper();
     check_startup_signals(inbox)?;
@@ -124,6 +126,7 @@ pub fn prepare_group(
             .collect::<Vec<_>>()
             .join(" + ")
     );
+    let oom = oom.arm();
     oom::log_notes();
     // Each (re)start of a component goes back to the start directory; PID 1
     // itself must not pin a mount it never uses.

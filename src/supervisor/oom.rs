@@ -1,9 +1,10 @@
-//! Death diagnosis: the container's memory cgroup, found once at start-up,
-//! and its OOM-kill counters, watched without polling (inotify on cgroup
-//! v2's memory.events, an eventfd on v1's memory.oom_control). The kernel
-//! raises the counter before it sends its SIGKILL, so a SIGKILL death seen
-//! while the counter rose was the OOM killer's. It only reads cgroup files;
-//! it never fails start-up and never signals a process.
+//! Death diagnosis: the container's memory cgroup, found once (before the
+//! privilege drop where v1 needs root, else after the spawn), and its
+//! OOM-kill counters, watched without polling (inotify on cgroup v2's
+//! memory.events, an eventfd on v1's memory.oom_control). The kernel raises
+//! the counter before it sends its SIGKILL, so a SIGKILL death seen while
+//! the counter rose was the OOM killer's. It only reads cgroup files; it
+//! never fails start-up and never signals a process.
 
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -104,9 +105,66 @@ fn read_small(path: impl AsRef<Path>) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Finds the memory cgroup of this process and arms the watch; None (with
-/// one debug line saying why) when there is nothing to watch.
-pub fn arm() -> Option<OomWatch> {
+/// When the watch is armed. Arming reads the limit (v1's memory.stat is
+/// generated on every read, tens of microseconds) and the counters; none of
+/// that has to come before the child, so it runs once the child is spawned,
+/// while the child execs. Only v1's registration needs root
+/// (cgroup.event_control is mode 0200): when the entrypoint will drop root,
+/// that file is opened before the drop and written after the spawn.
+pub enum Plan {
+    Off,
+    /// Found before the privilege drop.
+    Located(Located),
+    /// Found and armed after the spawn (no drop ahead, or not root at all).
+    Deferred,
+}
+
+impl Plan {
+    /// `drops_root`: the entrypoint runs as root and will switch to the
+    /// service user before the child starts.
+    pub fn before_start(wanted: bool, drops_root: bool) -> Plan {
+        match (wanted, drops_root) {
+            (false, _) => Plan::Off,
+            (true, false) => Plan::Deferred,
+            (true, true) => locate().map_or(Plan::Off, Plan::Located),
+        }
+    }
+
+    /// Arms the watch (after the child's spawn); None, with one debug line
+    /// saying why, when there is nothing to watch. An OOM kill in the
+    /// microseconds between the spawn and this call is not named.
+    pub fn arm(self) -> Option<OomWatch> {
+        let located = match self {
+            Plan::Off => return None,
+            Plan::Located(located) => located,
+            Plan::Deferred => locate()?,
+        };
+        let Located {
+            version,
+            dir,
+            control,
+        } = located;
+        match OomWatch::open_with(version, dir, control) {
+            Ok(watch) => Some(watch),
+            Err(why) => {
+                note(format!("OOM diagnosis off: {why}"));
+                None
+            }
+        }
+    }
+}
+
+/// This process's memory cgroup, and (v1, as root) its registration file
+/// opened for writing.
+pub struct Located {
+    version: CgroupVersion,
+    dir: PathBuf,
+    control: Option<fs::File>,
+}
+
+/// Finds the memory cgroup of this process; None (with one debug line
+/// saying why) when there is none.
+fn locate() -> Option<Located> {
     let cgroup = read_small("/proc/self/cgroup").ok()?;
     let found = usual_place(&cgroup).or_else(|| {
         let mountinfo = read_small("/proc/self/mountinfo").ok()?;
@@ -116,13 +174,19 @@ pub fn arm() -> Option<OomWatch> {
         note("OOM diagnosis off: no memory cgroup controller found".into());
         return None;
     };
-    match OomWatch::open(version, dir) {
-        Ok(watch) => Some(watch),
-        Err(why) => {
-            note(format!("OOM diagnosis off: {why}"));
-            None
-        }
-    }
+    let control = (version == CgroupVersion::V1 && nix::unistd::geteuid().is_root())
+        .then(|| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.event_control"))
+                .ok()
+        })
+        .flatten();
+    Some(Located {
+        version,
+        dir,
+        control,
+    })
 }
 
 /// The cheap first guess (mountinfo is long to generate): the hierarchy
@@ -261,7 +325,18 @@ fn has_memory_controller(dir: &Path) -> bool {
 impl OomWatch {
     /// Arms the watch on the cgroup in `dir` (also used by tests, on a
     /// directory tree they write). Err says why there is nothing to watch.
+    #[cfg(test)]
     pub fn open(version: CgroupVersion, dir: PathBuf) -> Result<OomWatch, String> {
+        Self::open_with(version, dir, None)
+    }
+
+    /// As `open`, with v1's cgroup.event_control already open for writing
+    /// (else it is opened here).
+    fn open_with(
+        version: CgroupVersion,
+        dir: PathBuf,
+        control: Option<fs::File>,
+    ) -> Result<OomWatch, String> {
         let limit = read_limit(version, &dir)
             .ok_or_else(|| format!("no memory limit readable in {}", dir.display()))?;
         if limit >= NO_LIMIT {
@@ -271,7 +346,7 @@ impl OomWatch {
             .ok_or_else(|| format!("no OOM counter readable in {}", dir.display()))?;
         let notify = match version {
             CgroupVersion::V2 => Some(inotify_on(&dir.join("memory.events"))?),
-            CgroupVersion::V1 => match eventfd_on(&dir) {
+            CgroupVersion::V1 => match eventfd_on(&dir, control) {
                 Ok(fd) => Some(fd),
                 Err(why) => {
                     note(format!(
@@ -447,7 +522,7 @@ fn inotify_on(file: &Path) -> Result<OwnedFd, String> {
 
 /// v1: an eventfd that the kernel signals on every OOM of the cgroup,
 /// registered by writing "EVENTFD OOM_CONTROL_FD" to cgroup.event_control.
-fn eventfd_on(dir: &Path) -> Result<OwnedFd, String> {
+fn eventfd_on(dir: &Path, registration: Option<fs::File>) -> Result<OwnedFd, String> {
     let control = fs::File::open(dir.join("memory.oom_control"))
         .map_err(|e| format!("memory.oom_control: {e}"))?;
     // SAFETY: eventfd takes an initial value and flags only.
@@ -458,8 +533,11 @@ fn eventfd_on(dir: &Path) -> Result<OwnedFd, String> {
     // SAFETY: fd is a fresh descriptor that nothing else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let line = format!("{} {}", owned.as_raw_fd(), control.as_raw_fd());
-    fs::write(dir.join("cgroup.event_control"), line)
-        .map_err(|e| format!("cgroup.event_control: {e}"))?;
+    let written = match registration {
+        Some(mut file) => std::io::Write::write_all(&mut file, line.as_bytes()),
+        None => fs::write(dir.join("cgroup.event_control"), line),
+    };
+    written.map_err(|e| format!("cgroup.event_control: {e}"))?;
     // The registration holds its own reference to memory.oom_control.
     Ok(owned)
 }

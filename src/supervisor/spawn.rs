@@ -154,7 +154,11 @@ fn spawn_plain(request: &SpawnRequest<'_>) -> io::Result<Pid> {
         libc::posix_spawn_file_actions_init(&mut actions);
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
+        // The classic signals only, as `prepare_child` does; see there.
+        libc::sigemptyset(&mut all);
+        for signal in reset_signals() {
+            libc::sigaddset(&mut all, signal);
+        }
         libc::sigemptyset(&mut none);
         let flags = libc::POSIX_SPAWN_SETSID as libc::c_int
             | libc::POSIX_SPAWN_SETSIGMASK as libc::c_int
@@ -189,6 +193,16 @@ fn spawn_plain(request: &SpawnRequest<'_>) -> io::Result<Pid> {
     }
 }
 
+/// The dispositions a child gets reset to default: the classic signals 1-31
+/// that can be caught. exec already resets every handled signal; this undoes
+/// an ignore the entrypoint inherited (`nohup`, a shell's `trap '' TERM`) or
+/// set itself (SIGPIPE). Real-time signals inherited as ignored stay so, as
+/// under tini, dumb-init and catatonit: nothing in Airflow's stack uses them,
+/// and resetting the other 33 would cost each start 33 system calls.
+fn reset_signals() -> impl Iterator<Item = libc::c_int> {
+    (1..32).filter(|&signal| signal != libc::SIGKILL && signal != libc::SIGSTOP)
+}
+
 /// Runs in the child between fork and exec. The child inherits our fully
 /// blocked mask (std does not reset it): empty it last, after resetting every
 /// disposition the entrypoint may have inherited as ignored, so the child
@@ -196,10 +210,8 @@ fn spawn_plain(request: &SpawnRequest<'_>) -> io::Result<Pid> {
 fn prepare_child(take_terminal: bool) -> io::Result<()> {
     // SAFETY: plain syscalls on valid arguments; see the caller.
     unsafe {
-        for signal in 1..32 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
-            }
+        for signal in reset_signals() {
+            libc::signal(signal, libc::SIG_DFL);
         }
         if take_terminal {
             if libc::setpgid(0, 0) != 0 {
