@@ -6,7 +6,15 @@ use std::borrow::Cow;
 
 pub const MASK: &str = "***";
 
-/// Masks the password of every `scheme://user:password@host` in `text`.
+/// True for a URL query key that carries a secret (libpq's `password=` and
+/// `sslpassword=`, a `token=`, ...); `key` is already percent-decoded.
+pub fn is_secret_query_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("pass") || key.contains("secret") || key.contains("token") || key == "pwd"
+}
+
+/// Masks the password of every `scheme://user:password@host` in `text`, and
+/// the value of every secret query parameter (`?password=...`) in it.
 pub fn redact(text: &str) -> Cow<'_, str> {
     if !text.contains("://") {
         return Cow::Borrowed(text);
@@ -25,18 +33,20 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         // The userinfo ends at the last '@' before any query or fragment, so a
         // password holding a raw '@' or '/' is still masked whole.
         let before_query = url.find(['?', '#']).unwrap_or(url.len());
-        match url[..before_query].rfind('@') {
-            Some(at) => match url[..at].find(':') {
+        let (authority_and_path, query) = url.split_at(before_query);
+        match authority_and_path.rfind('@') {
+            Some(at) => match authority_and_path[..at].find(':') {
                 Some(colon) => {
-                    out.push_str(&url[..=colon]);
+                    out.push_str(&authority_and_path[..=colon]);
                     out.push_str(MASK);
-                    out.push_str(&url[at..]);
+                    out.push_str(&authority_and_path[at..]);
                     changed = true;
                 }
-                None => out.push_str(url),
+                None => out.push_str(authority_and_path),
             },
-            None => out.push_str(url),
+            None => out.push_str(authority_and_path),
         }
+        changed |= mask_query_secrets(query, &mut out);
         rest = &tail[url_end..];
     }
     out.push_str(rest);
@@ -45,6 +55,29 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(text)
     }
+}
+
+/// Copies `query` (`?a=1&password=x#frag`, or empty) to `out` with the value
+/// of every secret key masked; true when it masked one. A key still holding
+/// `%` escapes is masked too: it may spell `password`, and over-masking is
+/// allowed here.
+fn mask_query_secrets(query: &str, out: &mut String) -> bool {
+    let is_separator = |c: char| matches!(c, '?' | '&' | ';' | '#');
+    let mut changed = false;
+    for piece in query.split_inclusive(is_separator) {
+        let body = piece.strip_suffix(is_separator).unwrap_or(piece);
+        match body.split_once('=') {
+            Some((key, _)) if key.contains('%') || is_secret_query_key(key) => {
+                out.push_str(key);
+                out.push('=');
+                out.push_str(MASK);
+                out.push_str(&piece[body.len()..]);
+                changed = true;
+            }
+            _ => out.push_str(piece),
+        }
+    }
+    changed
 }
 
 /// Words in a variable name that mark its whole value as secret, after
@@ -148,6 +181,31 @@ mod tests {
         assert_eq!(
             redact("a=mysql://u:x@h/d b='amqp://g:y@r//'"),
             "a=mysql://u:***@h/d b='amqp://g:***@r//'"
+        );
+    }
+
+    #[test]
+    fn masks_secret_query_parameters() {
+        assert_eq!(
+            redact("url=postgresql://u@h/db?password=x&sslmode=require done"),
+            "url=postgresql://u@h/db?password=***&sslmode=require done"
+        );
+        assert_eq!(
+            redact("postgresql://u:p@h/db?sslpassword=k;PWD=y#token=z"),
+            "postgresql://u:***@h/db?sslpassword=***;PWD=***#token=***"
+        );
+        // An escaped key may spell a secret one: masked.
+        assert_eq!(
+            redact("postgresql://h/db?pass%77ord=x&a=b%20c"),
+            "postgresql://h/db?pass%77ord=***&a=b%20c"
+        );
+        assert_eq!(
+            redact("postgresql://h/db?sslmode=require&application_name=x"),
+            "postgresql://h/db?sslmode=require&application_name=x"
+        );
+        assert_eq!(
+            redact("postgresql://h/db?&=&password"),
+            "postgresql://h/db?&=&password"
         );
     }
 

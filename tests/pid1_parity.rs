@@ -459,6 +459,34 @@ fn malformed_urls_and_cmd_output_never_show_the_password() {
     }
 }
 
+/// A well-formed URL may carry its secret as a query parameter (libpq's
+/// `password=` and `sslpassword=`): the resolve line, the wait's failure and
+/// every debug line mask it too.
+#[test]
+fn a_password_in_the_query_string_is_never_shown() {
+    let p = SECRET;
+    let urls = [
+        format!("postgresql://airflow@127.0.0.1:1/airflow?password={p}&sslmode=disable"),
+        format!("postgresql+psycopg2://airflow:{p}@127.0.0.1:1/airflow?sslpassword={p}"),
+        format!("mysql://airflow@127.0.0.1:1/airflow?connect_timeout=1&PWD={p}"),
+    ];
+    for format in ["text", "json"] {
+        for url in &urls {
+            let done = Run::new(Mode::Subreaper, "query-leak")
+                .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url)
+                .env("AIRFLOW_ENTRYPOINT_LOG_FORMAT", format)
+                .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
+                .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "1")
+                .arg("--wait-only")
+                .run(secs(20));
+            done.expect_code(69);
+            let all = format!("{}{}", done.stdout, done.stderr);
+            assert!(!all.contains(SECRET), "{url}:\n{all}");
+            assert!(all.contains("127.0.0.1:1"), "{all}");
+        }
+    }
+}
+
 /// Idle, the entrypoint keeps almost none of its text resident: start-up's
 /// pages are dropped right where it goes to sleep (issue 14 point 7; the
 /// benchmark measures it against the peers). Before, the wait loop faulted

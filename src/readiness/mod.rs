@@ -43,15 +43,16 @@ pub fn resolve_targets(
         let resolved = urls::resolve(which, layers, run)?;
         let target = wire::url::parse(&resolved.url)
             .map_err(|e| Failure::config(format!("{}: {e}", resolved.origin)))?;
+        let shown_url = wire::url::mask(&resolved.url);
         tracing::info!(
-            url = resolved.url.as_str(),
+            url = shown_url.as_str(),
             origin = resolved.origin.as_str(),
             "{label}"
         );
         targets.push(WaitTarget {
             label,
             target,
-            shown_url: wire::url::mask(&resolved.url),
+            shown_url,
             origin: resolved.origin,
         });
     }

@@ -393,8 +393,7 @@ fn mask_query(query: &str, out: &mut String) {
 }
 
 fn is_secret_key(key: &str) -> bool {
-    let key = percent_decode(key, true).to_ascii_lowercase();
-    key.contains("pass") || key.contains("secret") || key.contains("token") || key == "pwd"
+    crate::redact::is_secret_query_key(&percent_decode(key, true))
 }
 
 // ---------------------------------------------------------------------------------------------

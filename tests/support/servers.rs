@@ -108,16 +108,32 @@ impl Drop for Server {
 }
 
 /// SIGKILLs every process owned by the system `user` (test servers only:
-/// nothing else runs as these users here).
+/// nothing else runs as these users here), then waits until they are gone,
+/// so that none is still dying (or a zombie) when the suite has ended.
 fn kill_processes_of(user: &str) {
     let (uid, _) = ids(user);
-    for pid in super::all_pids() {
-        let owner =
-            fs::metadata(format!("/proc/{pid}")).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-        if owner.ok() == Some(uid) {
-            // SAFETY: kill(2) with plain integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+    let owned = || -> Vec<i32> {
+        super::all_pids()
+            .into_iter()
+            .filter(|pid| {
+                fs::metadata(format!("/proc/{pid}"))
+                    .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                    .ok()
+                    == Some(uid)
+            })
+            .collect()
+    };
+    for pid in owned() {
+        // SAFETY: kill(2) with plain integers.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    // The VM left our process group, so its parent, not we, reaps it.
+    let gone = wait_until(Duration::from_secs(20), || owned().is_empty().then_some(()));
+    if gone.is_none() {
+        eprintln!(
+            "processes of {user} still there after SIGKILL: {:?}",
+            owned()
+        );
     }
 }
 
