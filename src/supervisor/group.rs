@@ -292,7 +292,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             .filter(|s| s.running.is_none())
             .filter_map(|s| s.start_at)
             .chain(next_ready_probe)
-            .chain(stop.as_ref().map(|s| s.kill_at))
+            .chain(stop.as_ref().map(Stop::next_deadline))
             .chain(trim_at)
             .min();
         let mut fds: Vec<(usize, bool, BorrowedFd<'_>)> = Vec::new();
@@ -355,6 +355,16 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             }
         }
         if let Some(s) = &stop {
+            // A component in uninterruptible sleep (or a frozen cgroup)
+            // outlives its SIGKILL: wait for it as long as the single-child
+            // path does, then go on without it rather than spin.
+            if s.killed && Instant::now() >= s.give_up_at {
+                tracing::error!(
+                    after_kill_s = shutdown::AFTER_KILL_WAIT.as_secs_f64(),
+                    "some components did not exit even after SIGKILL; exiting anyway"
+                );
+                break;
+            }
             if !s.killed && Instant::now() >= s.kill_at {
                 tracing::warn!(
                     timeout_s = group.stop_timeout.as_secs_f64(),
@@ -405,6 +415,8 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
 struct Stop {
     kill_at: Instant,
     killed: bool,
+    /// Once killed: when to stop waiting for components that do not die.
+    give_up_at: Instant,
     /// The api-server, held back until the others have stopped: a Celery
     /// worker finishing its task (and the triggerer and scheduler handing
     /// theirs back) still report through its execution API.
@@ -433,10 +445,23 @@ impl Stop {
                 }
             }
         }
+        let now = Instant::now();
         Stop {
-            kill_at: Instant::now() + group.stop_timeout,
+            kill_at: now + group.stop_timeout,
             killed: kill_now,
+            give_up_at: now + shutdown::AFTER_KILL_WAIT,
             held,
+        }
+    }
+
+    /// When the loop must look again: the KILL, or once it was sent, the
+    /// end of the wait for the killed (never a time already past, which
+    /// would make the loop spin).
+    fn next_deadline(&self) -> Instant {
+        if self.killed {
+            self.give_up_at
+        } else {
+            self.kill_at
         }
     }
 
