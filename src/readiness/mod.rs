@@ -4,6 +4,7 @@
 //! It never reaps or starts a process: `_CMD` URLs resolve through the
 //! runner that `main` hands in, and a SIGCHLD is left in the inbox.
 
+pub mod bounded;
 pub mod schema;
 pub mod wait;
 
