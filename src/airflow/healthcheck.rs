@@ -166,8 +166,15 @@ fn http_get(port: u16, path: &str, budget: Duration) -> Result<String, String> {
             )
         })?;
     let mut response = Vec::new();
-    // Past the deadline the read fails; what arrived by then is judged.
-    let _ = stream.take(MAX_RESPONSE).read_to_end(&mut response);
+    // Past the deadline the read fails: an answer that did not end in
+    // time is no answer (HTTP/1.0 with Connection: close ends with EOF).
+    if let Err(e) = stream.take(MAX_RESPONSE).read_to_end(&mut response) {
+        return Err(format!(
+            "GET {path} on port {port}: no complete answer within {:.1} s ({})",
+            budget.as_secs_f64(),
+            crate::wire::transport::io_reason(&e)
+        ));
+    }
     let text = String::from_utf8_lossy(&response);
     let status = text.lines().next().unwrap_or("").to_string();
     let code = status.split_whitespace().nth(1).unwrap_or("");
