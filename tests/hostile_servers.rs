@@ -678,3 +678,130 @@ fn a_broker_refusing_our_protocol_version_is_told_at_once() {
     );
     assert!(started.elapsed() < secs(5), "{:?}", started.elapsed());
 }
+
+// ---- The other database paths: schema wait, MIGRATE=auto, check-migrations,
+// the health check's job query ----
+
+/// A fake Airflow install under `dir`: `bin/airflow` (a no-op) and one
+/// migration file, head `aaaa00000001`. Returns the PATH to use.
+fn fake_airflow_install(dir: &TempDir) -> String {
+    let prefix = dir.join("venv");
+    let versions = prefix.join("lib/python3.11/site-packages/airflow/migrations/versions");
+    std::fs::create_dir_all(&versions).unwrap();
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    std::fs::write(
+        versions.join("0001_init.py"),
+        "revision = \"aaaa00000001\"\ndown_revision = None\n",
+    )
+    .unwrap();
+    let airflow = prefix.join("bin/airflow");
+    std::fs::write(&airflow, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        &airflow,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    format!("{}:/usr/bin:/bin", prefix.join("bin").display())
+}
+
+/// A fake Postgres whose every query is read and never answered.
+fn postgres_stalling_queries() -> Fake {
+    postgres_answering(|_, stop| {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+/// Starts `run`, waits until the server has `connections` of it (the last
+/// one's query stalls), sends TERM and expects 143 within a second.
+fn term_ends_the_stalled_query(run: Run, server: &Fake, connections: usize, what: &str) {
+    let mut running = run.start();
+    let stalled = wait_until(secs(20), || {
+        (server.connections() >= connections).then_some(())
+    });
+    assert!(stalled.is_some(), "{what}: {}", running.dir.read("stderr"));
+    // From its connect on, the query is the I/O under test: a TERM now
+    // lands in it (or just before it is sent, which must end it too).
+    running.signal(libc::SIGTERM);
+    let sent = Instant::now();
+    let status = running.wait(secs(60));
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "{what}: {}",
+        running.dir.read("stderr")
+    );
+    assert!(
+        sent.elapsed() < Duration::from_millis(1000),
+        "{what}: TERM took {:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn term_during_the_schema_wait_migrate_auto_or_check_migrations_ends_it_at_once() {
+    let server = postgres_stalling_queries();
+    let url = format!("postgresql://airflow:pw@127.0.0.1:{}/airflow", server.port);
+    let base = |tag| {
+        let run = Run::new(Mode::Subreaper, tag);
+        let path = fake_airflow_install(run.dir());
+        run.env("PATH", path)
+            .env("AIRFLOW_VERSION", "3.3.2")
+            .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", &url)
+            .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "60")
+    };
+    // The schema wait: its query is the database's probe (one connection).
+    let before = server.connections();
+    term_ends_the_stalled_query(
+        base("hostile-schema")
+            .env("AIRFLOW_ENTRYPOINT_WAIT_FOR_MIGRATIONS", "true")
+            .arg("--wait-only"),
+        &server,
+        before + 1,
+        "schema wait",
+    );
+    // MIGRATE=auto: the probe, then the schema check.
+    let before = server.connections();
+    term_ends_the_stalled_query(
+        base("hostile-migrate")
+            .env("_AIRFLOW_DB_MIGRATE", "true")
+            .args(["--", "true"]),
+        &server,
+        before + 2,
+        "MIGRATE=auto",
+    );
+    // The native check-migrations: the probe, then its first round.
+    let before = server.connections();
+    term_ends_the_stalled_query(
+        base("hostile-check").args(["airflow", "db", "check-migrations", "-t", "60"]),
+        &server,
+        before + 2,
+        "check-migrations",
+    );
+}
+
+#[test]
+fn the_health_checks_job_query_ends_within_five_seconds_against_a_dripping_database() {
+    // The job query's answer: a notice dripped a byte every 50 ms.
+    let server = postgres_answering(|conn, stop| {
+        let mut notice = vec![b'N'];
+        notice.extend_from_slice(&100_000i32.to_be_bytes());
+        notice.extend(std::iter::repeat_n(b'x', 99_996));
+        drip(conn, notice, Duration::from_millis(50), stop);
+    });
+    let started = Instant::now();
+    let f = Run::new(Mode::Subreaper, "hostile")
+        .env(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            format!("postgresql://airflow:pw@127.0.0.1:{}/airflow", server.port),
+        )
+        .env("AIRFLOW_VERSION", "3.3.2")
+        .env("AIRFLOW_ENTRYPOINT_HOSTNAME", "here")
+        .args(["--healthcheck", "scheduler"])
+        .run(secs(60));
+    let took = started.elapsed();
+    f.expect_code(1);
+    assert!(f.stdout.starts_with("unhealthy"), "{}", f.stdout);
+    assert!(took < Duration::from_millis(5500), "took {took:?}");
+}
