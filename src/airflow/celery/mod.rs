@@ -568,26 +568,64 @@ pub fn answer_ping(
     })
 }
 
+/// Replaces this process with the real `celery … inspect ping -d NODE`
+/// from the service user's PATH; returns only when that fails.
+fn hand_to_celery(layers: &Layered, node: &str, why: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    eprintln!("asking the real celery: {}", crate::redact::redact(why));
+    let path = layers.get("PATH").map(std::ffi::OsStr::new);
+    let Ok(program) =
+        crate::supervisor::program::find_program(std::ffi::OsStr::new("celery"), path)
+    else {
+        return format!("cannot check the worker natively ({why}) and there is no celery on PATH");
+    };
+    let error = std::process::Command::new(program)
+        .args(["--app", AIRFLOW_APPS[0], "inspect", "ping", "-d", node])
+        .env_clear()
+        .envs(layers.child_env())
+        .exec();
+    format!("cannot run celery: {error}")
+}
+
 /// Celery's reply line for one node and its indented body.
 fn say_ok(quiet: bool, node: &str, body: &str) -> String {
     let direction = if quiet { "" } else { "->" };
     format!("{direction}  {node}: OK\n        {body}\n")
 }
 
+/// The node `--healthcheck worker` asks: the one worker running here;
+/// among several, `celery@HOSTNAME` (the `--hostname` setting, else the
+/// host's name) when it is one of them, else the first.
+fn node_to_check(here: &[LocalWorker], hostname: Option<&str>) -> String {
+    let wanted = hostname.map_or_else(default_node, |h| format!("celery@{h}"));
+    match here {
+        [] => wanted,
+        [one] => one.node.clone(),
+        several => several
+            .iter()
+            .find(|w| w.node == wanted)
+            .unwrap_or(&several[0])
+            .node
+            .clone(),
+    }
+}
+
 /// `--healthcheck worker`: this container's worker (or `celery@HOST`),
-/// within 5 s. Ok(detail) healthy, Err(reason) not.
+/// within 5 s. Ok(detail) healthy, Err(reason) not. A broker or set-up it
+/// cannot ask natively goes to the real `celery … inspect ping` (exec).
 pub fn health(
     inbox: &SignalInbox,
     layers: &Layered,
+    hostname: Option<&str>,
     run: &mut Runner<'_>,
 ) -> Result<String, String> {
+    let here = local_workers();
+    let node = node_to_check(&here, hostname);
     let plan = match plan(layers, None, run) {
         Ok(Ok(plan)) => plan,
-        Ok(Err(why)) => return Err(format!("cannot check the worker natively: {why}")),
+        Ok(Err(why)) => return Err(hand_to_celery(layers, &node, &why)),
         Err(failure) => return Err(failure.message),
     };
-    let here = local_workers();
-    let node = here.first().map_or_else(default_node, |w| w.node.clone());
     let budget = HEALTHCHECK_WAIT;
     let asked = match ask(inbox, &plan, std::slice::from_ref(&node), budget) {
         Ok(Ok(asked)) => asked,
@@ -811,6 +849,24 @@ mod tests {
             judge("n", Some(&error), None),
             NodeVerdict::Unhealthy(_)
         ));
+    }
+
+    #[test]
+    fn the_node_checked_is_the_one_running_here() {
+        let w = |n: &str| LocalWorker {
+            node: n.into(),
+            queues: None,
+        };
+        assert_eq!(node_to_check(&[w("celery@a")], Some("b")), "celery@a");
+        assert_eq!(
+            node_to_check(&[w("celery@a"), w("celery@b")], Some("b")),
+            "celery@b"
+        );
+        assert_eq!(
+            node_to_check(&[w("celery@a"), w("celery@b")], Some("c")),
+            "celery@a"
+        );
+        assert_eq!(node_to_check(&[], Some("c")), "celery@c");
     }
 
     #[test]
