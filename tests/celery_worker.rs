@@ -336,7 +336,34 @@ fn redis_native_ping_matches_celery_answers_per_node_freezes_and_leaves_nothing(
             .unwrap_or(-1);
         assert!(ttl > 0, "{key} has no expiry");
     }
-    drop(two);
+
+    // A worker that pongs but consumes nothing (its consumer cancelled, as
+    // the stuck worker of apache/airflow#63580 is): the real ping calls it
+    // healthy, the native answer does not; consuming again, healthy.
+    let control = |action: &str| {
+        let mut c = Command::new(venv.join("bin/celery"));
+        c.args(["--app", APP, "control", action, "default", "-d", &two.node])
+            .env_clear()
+            .envs(airflow_env(home.path(), &broker))
+            .env("PATH", format!("{}/bin:/usr/bin:/bin", venv.display()));
+        let p = finish(c);
+        assert_eq!(p.code, 0, "{action}: {}{}", p.stdout, p.stderr);
+    };
+    control("cancel_consumer");
+    let theirs = python(&venv, &home, &broker, &["-d", &two.node], &[]);
+    assert_eq!(theirs.code, 0, "{}", theirs.stderr);
+    let ours = native(&venv, &home, &broker, &["-d", &two.node], &[]);
+    assert_eq!(ours.code, 69, "{}", ours.stdout);
+    assert!(
+        ours.stderr.contains("answers ping") && ours.stderr.contains("consumes no queue"),
+        "{}",
+        ours.stderr
+    );
+    control("add_consumer");
+    assert_eq!(
+        native(&venv, &home, &broker, &["-d", &two.node], &[]).code,
+        0
+    );
 }
 
 /// `--healthcheck worker` for `node` (given as the host name, since this
