@@ -2,9 +2,9 @@
 //! against the binary and the repository: the settings table is what
 //! `--list-settings` prints, the benchmark figures are the last `bench/`
 //! runs, `--help` and the docs name the same flags and exit codes (and no
-//! setting or option the binary lacks), every
-//! relative link and `#anchor` resolves, and every shell example is either
-//! run here or names the script or test that runs it.
+//! setting or option the binary lacks), every relative link and `#anchor`
+//! resolves, and every shell example is either run here or names the script
+//! or test that runs it.
 
 mod support;
 
