@@ -91,13 +91,7 @@ fn benchmark_table_in_benchmarks_md_is_the_last_bench_run() {
 /// Every number in the README's headline table is one a `bench/` run wrote.
 #[test]
 fn readme_headline_figures_come_from_the_bench_results() {
-    let mut written = String::new();
-    for entry in fs::read_dir(repo().join("bench")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|x| x == "md") {
-            written.push_str(&read(&path));
-        }
-    }
+    let written = bench_results();
     let readme = read(&repo().join("README.md"));
     let table = between(
         &readme,
@@ -121,6 +115,46 @@ fn readme_headline_figures_come_from_the_bench_results() {
         missing.is_empty(),
         "README headline figures no bench/*.md holds: {missing:?}"
     );
+}
+
+/// Every number in the "last run" paragraphs of docs/benchmarks.md (between
+/// `<!-- figures:begin -->` and `<!-- figures:end -->`) is one a `bench/`
+/// run wrote.
+#[test]
+fn benchmark_prose_figures_come_from_the_bench_results() {
+    let written = bench_results();
+    let doc = read(&repo().join("docs/benchmarks.md"));
+    let mut blocks = 0;
+    let mut missing = Vec::new();
+    for piece in doc.split("<!-- figures:begin -->").skip(1) {
+        let block = piece
+            .split("<!-- figures:end -->")
+            .next()
+            .expect("a figures block ends");
+        blocks += 1;
+        for number in numbers(block) {
+            if !written.contains(&number) {
+                missing.push(number);
+            }
+        }
+    }
+    assert!(blocks >= 3, "only {blocks} figures blocks");
+    assert!(
+        missing.is_empty(),
+        "docs/benchmarks.md figures no bench/*.md holds: {missing:?}"
+    );
+}
+
+/// The text of every bench/*.md.
+fn bench_results() -> String {
+    let mut written = String::new();
+    for entry in fs::read_dir(repo().join("bench")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "md") {
+            written.push_str(&read(&path));
+        }
+    }
+    written
 }
 
 /// The decimal numbers in `text` (`0.558`, `2235384`, `157`).
