@@ -95,3 +95,33 @@ fn sqlite_check(target: &Target) -> Verdict {
     }
     Verdict::Ready
 }
+
+#[cfg(test)]
+mod tests {
+    use super::server_text;
+
+    #[test]
+    fn server_text_is_one_short_line_without_what_we_sent() {
+        assert_eq!(
+            server_text(
+                "bad\nthing for pw123 at postgresql://u:pw123@h/db",
+                &["pw123"]
+            ),
+            "bad thing for *** at postgresql://u:***@h/db"
+        );
+        let echo = server_text(
+            "ERR unknown command 'AUTH', with args beginning with: 'default' 'hunter2' ",
+            &[],
+        );
+        assert!(
+            !echo.contains("hunter2") && !echo.contains("default"),
+            "{echo}"
+        );
+        assert_eq!(server_text(&"é".repeat(10_000), &[]).chars().count(), 300);
+        assert_eq!(
+            server_text("x", &[""]),
+            "x",
+            "an empty secret masks nothing"
+        );
+    }
+}

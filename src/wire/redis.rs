@@ -62,19 +62,32 @@ fn probe_one(target: &Target, endpoint: &Endpoint, deadline: Instant) -> Verdict
     {
         return Verdict::NotYet(io_reason(&e));
     }
-    let mut replies = Vec::new();
-    for _ in 0..(if authenticating { 2 } else { 1 }) {
-        let mut line = String::new();
-        match Read::by_ref(&mut reader).take(4096).read_line(&mut line) {
-            Ok(0) => return Verdict::NotYet("the server closed the connection".into()),
-            Ok(_) => replies.push(line.trim_end().to_string()),
-            Err(e) => return Verdict::NotYet(io_reason(&e)),
-        }
-    }
+    let replies = match read_replies(&mut reader, if authenticating { 2 } else { 1 }) {
+        Ok(replies) => replies,
+        Err(v) => return v,
+    };
     let _ = reader.get_mut().write_all(&command(&["QUIT"]));
     // The password, wherever a reply echoes it (a renamed AUTH does).
     let sent: Vec<&str> = target.password.as_deref().into_iter().collect();
     classify(&replies, authenticating, &sent)
+}
+
+/// The longest reply line read: a status or an error is short.
+const MAX_LINE: u64 = 4096;
+
+/// `count` reply lines, each cut at MAX_LINE bytes (a longer one is read
+/// no further: it is not a Redis status line anyway).
+fn read_replies(reader: &mut impl BufRead, count: usize) -> Result<Vec<String>, Verdict> {
+    let mut replies = Vec::new();
+    for _ in 0..count {
+        let mut line = String::new();
+        match Read::by_ref(reader).take(MAX_LINE).read_line(&mut line) {
+            Ok(0) => return Err(Verdict::NotYet("the server closed the connection".into())),
+            Ok(_) => replies.push(line.trim_end().to_string()),
+            Err(e) => return Err(Verdict::NotYet(io_reason(&e))),
+        }
+    }
+    Ok(replies)
 }
 
 /// The replies' verdict; `sent` are the credentials we sent, masked
@@ -189,6 +202,21 @@ mod tests {
             let _ = classify(&s(&[reply, reply]), true, &["pw"]);
         }
         assert!(matches!(classify(&[], false, &[]), Verdict::NotYet(_)));
+    }
+
+    #[test]
+    fn reply_lines_are_cut_and_bad_bytes_are_a_verdict() {
+        let mut long = vec![b'+'; 100_000];
+        long.extend_from_slice(b"\r\n+PONG\r\n");
+        let replies = read_replies(&mut std::io::Cursor::new(long), 1).unwrap();
+        assert_eq!(replies[0].len(), MAX_LINE as usize);
+        assert!(matches!(classify(&replies, false, &[]), Verdict::Fatal(_)));
+        for input in [&b""[..], b"+OK", b"\xff\xfe\r\n", b"-ERR x\r\n"] {
+            let got = read_replies(&mut std::io::Cursor::new(input.to_vec()), 2);
+            assert!(got.is_err(), "{input:?}: {got:?}");
+        }
+        let both = read_replies(&mut std::io::Cursor::new(b"+OK\r\n+PONG\r\n".to_vec()), 2);
+        assert_eq!(both.unwrap(), ["+OK", "+PONG"]);
     }
 
     #[test]

@@ -442,3 +442,82 @@ pub fn write_all(conn: &mut impl Write, buf: &[u8]) -> Result<(), Verdict> {
         .and_then(|_| conn.flush())
         .map_err(|e| Verdict::NotYet(io_reason(&e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_dripping_server_cannot_hold_reads_past_the_attempts_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            if let Ok((mut peer, _)) = listener.accept() {
+                // One byte every 50 ms for up to 3 s.
+                for _ in 0..60 {
+                    if peer.write_all(b"x").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        let started = Instant::now();
+        let endpoint = Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let mut conn = connect(&endpoint, Duration::from_millis(400)).unwrap();
+        let mut buf = vec![0u8; 1000];
+        let outcome = read_exact(&mut conn, &mut buf);
+        let took = started.elapsed();
+        drop(conn);
+        let _ = server.join();
+        assert_eq!(outcome, Err(Verdict::NotYet("timed out".into())));
+        assert!(took < Duration::from_millis(600), "took {took:?}");
+    }
+
+    #[test]
+    fn a_unix_socket_that_never_accepts_is_given_up_at_the_deadline() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("ae-transport-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("full.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // SAFETY: listen(2) again on our own listening socket: backlog 0.
+        unsafe { libc::listen(listener.as_raw_fd(), 0) };
+        let _queued = UnixStream::connect(&path).unwrap();
+        let started = Instant::now();
+        let endpoint = Endpoint::Unix { path: path.clone() };
+        let outcome = connect(&endpoint, Duration::from_millis(300));
+        let took = started.elapsed();
+        let _ = std::fs::remove_dir_all(&dir);
+        match outcome {
+            Err(Verdict::NotYet(reason)) => assert!(reason.contains("timed out"), "{reason}"),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("connected to a full queue"),
+        }
+        assert!(took < Duration::from_millis(500), "took {took:?}");
+    }
+
+    #[test]
+    fn a_deadline_already_passed_fails_reads_and_writes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut bounded = Bounded {
+            socket: stream,
+            deadline: Instant::now(),
+        };
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            bounded.read(&mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut)
+        );
+        assert_eq!(
+            bounded.write(b"x").map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut)
+        );
+    }
+}
