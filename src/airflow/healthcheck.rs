@@ -183,7 +183,8 @@ fn http_get(port: u16, path: &str, budget: Duration) -> Result<String, String> {
         ));
     }
     let text = String::from_utf8_lossy(&response);
-    let status = text.lines().next().unwrap_or("").to_string();
+    // The status line as it may be shown: one line, short, masked.
+    let status = crate::wire::server_text(text.lines().next().unwrap_or(""), &[]);
     let code = status.split_whitespace().nth(1).unwrap_or("");
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
     // The api-server's (and Airflow 2 webserver's) health lists other
@@ -205,6 +206,7 @@ fn http_get(port: u16, path: &str, budget: Duration) -> Result<String, String> {
             .chars()
             .take(160)
             .collect();
+        let snippet = crate::wire::server_text(&snippet, &[]);
         Err(format!("GET {path} on port {port}: {status} {snippet}"))
     }
 }
