@@ -128,8 +128,10 @@ fn mask_userinfo(scheme: &str, window: &str) -> (Option<String>, usize) {
     let user = window.get(..user_len).unwrap_or_default();
     let after_user = window.get(user_len..).unwrap_or_default();
     if after_user.starts_with(':') {
-        // `user:password@`: the password runs to the last `@`.
-        if let Some(last_at) = after_user.rfind('@') {
+        // `user:password@host`: the password runs to the last `@` that a
+        // host (or the path, or nothing) may follow; an `@` in prose after
+        // the URL ("an `@` in ...") is followed by something else.
+        if let Some(last_at) = last_userinfo_at(after_user) {
             let shown = match after_user.get(1..last_at) {
                 Some("") => format!("{user}:@"),
                 _ => format!("{user}:{MASK}@"),
@@ -142,6 +144,17 @@ fn mask_userinfo(scheme: &str, window: &str) -> (Option<String>, usize) {
         Some(at) if !user_only_is_a_user(scheme) && at > 0 => (Some(format!("{MASK}@")), at + 1),
         _ => (None, 0),
     }
+}
+
+/// The last `@` in `text` that is followed by what may start a host part:
+/// a host name or address character, `[`, `/`, `:`, `?`, `%`, or the end.
+fn last_userinfo_at(text: &str) -> Option<usize> {
+    text.match_indices('@').map(|(i, _)| i).rev().find(|&i| {
+        match text.get(i + 1..).and_then(|t| t.chars().next()) {
+            None => true,
+            Some(c) => c.is_alphanumeric() || "[/:?%._-".contains(c),
+        }
+    })
 }
 
 /// Copies host, path and query to `out`, masking secret query values;
@@ -525,6 +538,18 @@ mod tests {
         assert_eq!(
             redact("postgresql://u:a?b@h/db?password=x"),
             "postgresql://u:***@h/db?password=***"
+        );
+    }
+
+    #[test]
+    fn an_at_in_prose_after_the_url_does_not_widen_the_mask() {
+        assert_eq!(
+            redact("found an `@` in the host in `postgresql://u:***@h:5432/db`; expected x; the URL has an `@` after its password: percent-encode `@`"),
+            "found an `@` in the host in `postgresql://u:***@h:5432/db`; expected x; the URL has an `@` after its password: percent-encode `@`"
+        );
+        assert_eq!(
+            redact("postgresql://u:p`w@h/db and an `@`"),
+            "postgresql://u:***@h/db and an `@`"
         );
     }
 
