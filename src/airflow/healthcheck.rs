@@ -28,6 +28,8 @@ pub enum Check {
         /// Why the job table was asked, for the verdict line.
         why: &'static str,
     },
+    /// The Celery worker: its broker's remote-control mailbox.
+    CeleryWorker,
     /// No health endpoint: the container running is all we can say.
     Running(String),
 }
@@ -122,6 +124,9 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
             job_type: "DagProcessorJob",
             why: "from the job table",
         },
+        Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker") => {
+            Check::CeleryWorker
+        }
         Some((sub, _)) => Check::Running(format!("airflow {sub} has no health endpoint to ask")),
         None => Check::Running("not an Airflow component".into()),
     }
@@ -139,7 +144,9 @@ pub fn run_within(check: &Check, budget: Duration) -> Result<String, String> {
         Check::Http { port, path } => {
             http_get(*port, path, budget).map(|d| format!("{d} (the component's health server)"))
         }
-        Check::Jobs { .. } => Err("the job table is read by the caller".into()),
+        Check::Jobs { .. } | Check::CeleryWorker => {
+            Err("the broker or job table is read by the caller".into())
+        }
     }
 }
 
@@ -245,6 +252,15 @@ mod tests {
                 port: 8974,
                 path: "/health"
             }
+        );
+        assert_eq!(plan(&argv(&["worker"]), &layers, 3), Check::CeleryWorker);
+        assert_eq!(
+            plan(
+                &argv(&["airflow", "celery", "worker", "-q", "a"]),
+                &layers,
+                3
+            ),
+            Check::CeleryWorker
         );
         layers.set("AIRFLOW__API__PORT", "9090".into(), Source::Container);
         assert_eq!(

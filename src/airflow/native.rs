@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::airflow::jobs::{self, JobFilter, JOB_TYPES};
 use crate::airflow::version::Version;
 use crate::env::layers::Layered;
+use crate::env::urls::Runner;
 use crate::error::Failure;
 use crate::readiness::schema::{current_revisions, pause_until};
 use crate::settings::Settings;
@@ -124,6 +125,7 @@ pub fn answer(
     layers: &Layered,
     members: &[super::Member],
     database: &Option<Target>,
+    run: &mut Runner<'_>,
 ) -> Result<Option<i32>, Failure> {
     // Only a single command can be one of the checks.
     let [member] = members else {
@@ -132,6 +134,22 @@ pub fn answer(
     let argv = &member.planned.argv;
     if !settings.native_checks {
         return Ok(None);
+    }
+    match super::celery::parse(argv) {
+        Ok(None) => {}
+        Ok(Some(ping)) => {
+            return match super::celery::plan(layers, ping.broker.as_deref(), run)? {
+                Ok(plan) => super::celery::answer_ping(inbox, &ping, &plan, layers).map(Some),
+                Err(why) => {
+                    tracing::debug!("handing the command to celery: {why}");
+                    Ok(None)
+                }
+            };
+        }
+        Err(why) => {
+            tracing::debug!("handing the command to celery: {why}");
+            return Ok(None);
+        }
     }
     let command = match parse(argv) {
         Ok(Some(command)) => command,
