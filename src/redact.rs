@@ -229,7 +229,9 @@ fn with_hidden<T>(f: impl FnOnce(&mut Vec<String>) -> T) -> T {
 /// `user:Pw7@zq9k/x4@db`, which then shows in DNS errors and `at=`.
 pub fn hide(text: &str) {
     let text = text.trim();
-    if text.is_empty() || text == MASK {
+    // As Airflow's own masker (SECRETS_TO_SKIP_MASKING): masking the word
+    // `airflow` in every line would hide what the lines are about.
+    if text.is_empty() || text == MASK || text.eq_ignore_ascii_case("airflow") {
         return;
     }
     with_hidden(|list| {
@@ -567,6 +569,10 @@ mod tests {
         );
         // Not inside a longer word.
         assert_eq!(redact("zq9kx azq9k"), "zq9kx azq9k");
+        // Never `airflow`, as in Airflow's masker.
+        hide("airflow");
+        hide("Airflow");
+        assert_eq!(redact("airflow-entrypoint"), "airflow-entrypoint");
         hide("");
         hide("   ");
         assert_eq!(redact("nothing here"), "nothing here");

@@ -232,7 +232,9 @@ fn hide_ambiguous_pieces(url: &str, target: &Target) {
             None => region,
         };
         hide(span);
+        // The user name is shown in the masked URL anyway.
         span.split(|c: char| c.is_whitespace() || "@/:?#&=;[]".contains(c))
+            .filter(|piece| target.user.as_deref() != Some(*piece))
             .for_each(hide);
     }
     if let Some(password) = &target.password {
