@@ -2558,6 +2558,45 @@ mod tests {
         }
 
         #[test]
+        fn no_host_or_database_cut_from_a_password_survives_redact(
+            scheme in prop::sample::select(vec!["postgresql", "mysql", "redis", "amqp", "sentinel"]),
+            user in "[a-z]{1,6}",
+            head in "[A-Za-z0-9]{1,6}",
+            tail in "[A-Za-z0-9@/?#:]{0,12}",
+            host in "[a-z]{3,8}",
+        ) {
+            crate::redact::forget_hidden();
+            let password = format!("{head}{tail}");
+            let url = format!("{scheme}://{user}:{password}@{host}/0");
+            let Ok(t) = parse(&url) else {
+                return Ok(());
+            };
+            let from_password = |piece: &str| {
+                !piece.is_empty()
+                    && piece != host
+                    && piece != "localhost"
+                    && piece != "0"
+                    && !piece.eq_ignore_ascii_case("airflow")
+                    && piece.chars().any(char::is_alphanumeric)
+                    && password.contains(piece)
+            };
+            for endpoint in &t.endpoints {
+                if let Endpoint::Tcp { host: h, .. } = endpoint {
+                    if from_password(h) {
+                        let line = format!("cannot resolve {h}: no such host; at={h}:1");
+                        let shown = crate::redact::redact(&line);
+                        prop_assert!(!shown.contains(h.as_str()), "{} -> {}", url, shown);
+                    }
+                }
+            }
+            if let Some(d) = t.database.as_deref().filter(|d| from_password(d)) {
+                let line = format!("database \"{d}\" does not exist");
+                let shown = crate::redact::redact(&line);
+                prop_assert!(!shown.contains(d), "{} -> {}", url, shown);
+            }
+        }
+
+        #[test]
         fn generated_postgres_urls_round_trip(
             scheme in prop::sample::select(vec![
                 "postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg",
