@@ -184,6 +184,8 @@ pub fn healthcheck(
     given: &[OsString],
 ) -> i32 {
     let (line, code) = health_verdict(inbox, settings, layers, given);
+    // A health server's body or a database's error may quote a URL.
+    let line = crate::redact::redact(&line);
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, line.as_bytes());
     let _ = std::io::Write::flush(&mut out);

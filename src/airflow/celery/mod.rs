@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::env::layers::Layered;
-use crate::env::options::airflow_option;
+use crate::env::options::Options;
 use crate::env::urls::{self, Runner};
 use crate::error::Failure;
 use crate::signals::{is_terminating, SignalInbox};
@@ -232,10 +232,21 @@ pub fn local_workers() -> Vec<LocalWorker> {
         {
             continue;
         }
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+        // Most processes are not workers: a look at the first bytes, with
+        // no allocation, before reading a whole title.
+        let path = entry.path().join("cmdline");
+        let Ok(mut file) = std::fs::File::open(&path) else {
             continue;
         };
-        if !raw.starts_with(b"[celeryd: ") {
+        let mut head = [0u8; 10];
+        if std::io::Read::read(&mut file, &mut head).ok() != Some(head.len())
+            || &head != b"[celeryd: "
+        {
+            continue;
+        }
+        let mut raw = head.to_vec();
+        if std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 * 1024), &mut raw).is_err()
+        {
             continue;
         }
         let title = String::from_utf8_lossy(&raw);
@@ -282,16 +293,17 @@ pub fn plan(
     if target.endpoints.len() > 1 && target.kind == Kind::Redis {
         return Ok(Err("a Redis failover list".into()));
     }
+    let mut options = Options::new(layers);
     // Options that rename the channels or replace Airflow's Celery config.
     for key in ["global_keyprefix", "fanout_prefix", "fanout_patterns"] {
-        if let Some(v) = airflow_option(layers, "celery_broker_transport_options", key)? {
+        if let Some(v) = options.get("celery_broker_transport_options", key)? {
             return Ok(Err(format!(
                 "[celery_broker_transport_options] {key} is set ({})",
                 v.origin
             )));
         }
     }
-    if let Some(v) = airflow_option(layers, "celery", "celery_config_options")? {
+    if let Some(v) = options.get("celery", "celery_config_options")? {
         if !v.value.ends_with("default_celery.DEFAULT_CELERY_CONFIG") {
             return Ok(Err(format!(
                 "[celery] celery_config_options is a custom config ({})",
@@ -299,7 +311,7 @@ pub fn plan(
             )));
         }
     }
-    let remote_control = match airflow_option(layers, "celery", "worker_enable_remote_control")? {
+    let remote_control = match options.get("celery", "worker_enable_remote_control")? {
         Some(v) => crate::settings::parse_bool(&v.value).ok_or_else(|| {
             Failure::config(format!(
                 "{}: worker_enable_remote_control is {:?}; use True or False",
@@ -381,7 +393,8 @@ fn expected_queues(layers: &Layered, node: &str, here: &[LocalWorker]) -> Option
     if let Some(queues) = &worker.queues {
         return Some(queues.clone());
     }
-    let default = airflow_option(layers, "operators", "default_queue")
+    let default = Options::new(layers)
+        .get("operators", "default_queue")
         .ok()
         .flatten()
         .map_or_else(|| "default".to_string(), |v| v.value);
