@@ -10,7 +10,6 @@ pub mod postgres;
 pub mod redis;
 pub mod resp;
 pub mod sql;
-pub mod timed;
 pub mod transport;
 pub mod url;
 

@@ -142,7 +142,8 @@ impl Session {
             .endpoints
             .first()
             .ok_or_else(|| Verdict::Fatal("the URL names no server".into()))?;
-        let conn = super::timed::connect(target, endpoint, deadline)?;
+        let conn = super::transport::connect_until(endpoint, deadline)
+            .and_then(|socket| super::transport::secure(socket, endpoint, target))?;
         let mut session = Session {
             reader: BufReader::new(conn),
         };

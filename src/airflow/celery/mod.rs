@@ -11,15 +11,13 @@ pub mod mailbox;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::env::layers::Layered;
 use crate::env::options::Options;
 use crate::env::urls::{self, Runner};
 use crate::error::Failure;
-use crate::signals::{is_terminating, SignalInbox};
+use crate::signals::SignalInbox;
 use crate::wire::url::{self, Kind, Target};
 
 use mailbox::{Answers, BrokerError};
@@ -401,40 +399,6 @@ fn expected_queues(layers: &Layered, node: &str, here: &[LocalWorker]) -> Option
     Some(vec![default])
 }
 
-/// Runs `work` on a thread until it returns, `backstop` passes, or TERM/INT
-/// arrives (then 128+N); the main thread keeps reading signals.
-fn off_thread<T: Send + 'static>(
-    inbox: &SignalInbox,
-    backstop: Instant,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<Option<T>, Failure> {
-    let (wake_read, wake_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| Failure::internal(format!("pipe: {e}")))?;
-    let (sender, receiver) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("celery-probe".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            let _ = sender.send(work());
-            let _ = nix::unistd::write(wake_write.as_fd(), &[1]);
-        })
-        .map_err(|e| Failure::internal(format!("cannot start the probe thread: {e}")))?;
-    loop {
-        for signal in inbox.wait(Some(backstop), Some(wake_read.as_fd())) {
-            if is_terminating(signal) {
-                return Err(Failure::interrupted(signal));
-            }
-        }
-        if let Ok(value) = receiver.try_recv() {
-            return Ok(Some(value));
-        }
-        if Instant::now() >= backstop {
-            return Ok(None);
-        }
-    }
-}
-
 /// The outcome of asking the broker.
 enum Asked {
     Mailbox(Answers),
@@ -458,7 +422,7 @@ fn ask(
         budget.max(HEARTBEAT_WAIT)
     };
     let deadline = Instant::now() + budget;
-    let outcome = off_thread(inbox, deadline + Duration::from_millis(500), move || {
+    let outcome = crate::readiness::bounded::off_thread(inbox, deadline, move || {
         if remote_control {
             mailbox::ask(&target, &nodes, deadline).map(Asked::Mailbox)
         } else {
