@@ -235,6 +235,11 @@ fn redis_native_ping_matches_celery_answers_per_node_freezes_and_leaves_nothing(
         "->  celery@one: OK\n        pong\n\n1 node online.\n"
     );
     assert!(ours.took < Duration::from_millis(500), "{:?}", ours.took);
+    let json = ["-d", one.node.as_str(), "--json"];
+    assert_eq!(
+        native(&venv, &home, &broker, &json, &[]).stdout,
+        python(&venv, &home, &broker, &json, &[]).stdout
+    );
 
     // Each probe answers only for its own node; a broadcast lists both.
     let ours_two = native(&venv, &home, &broker, &["-d", &two.node], &[]);

@@ -566,8 +566,9 @@ fn hand_to_celery(layers: &Layered, node: &str, why: &str) -> String {
 
 /// Celery's reply line for one node and its indented body.
 fn say_ok(quiet: bool, node: &str, body: &str) -> String {
-    let direction = if quiet { "" } else { "->" };
-    format!("{direction}  {node}: OK\n        {body}\n")
+    // Celery writes its arrow and a space before the line's own space.
+    let direction = if quiet { "" } else { "-> " };
+    format!("{direction} {node}: OK\n        {body}\n")
 }
 
 /// The node `--healthcheck worker` asks: the one worker running here;
@@ -851,6 +852,10 @@ mod tests {
         assert_eq!(
             say_ok(false, "celery@vm", "pong"),
             "->  celery@vm: OK\n        pong\n"
+        );
+        assert_eq!(
+            say_ok(true, "celery@vm", "pong"),
+            " celery@vm: OK\n        pong\n"
         );
     }
 }
