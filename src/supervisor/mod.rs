@@ -383,18 +383,16 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
             s.exit.status_code()
         ),
     };
+    // Both since this entrypoint armed the watch: an earlier run in the
+    // same cgroup is not this one's.
     let oom_kills = s.oom.map_or(0, |w| w.kills_seen());
+    let peak = s.oom.map_or(oom::Peak::Unknown, |w| w.peak());
     let memory = match s.oom {
-        Some(w) => {
-            let peak = w
-                .usage_and_peak()
-                .1
-                .map_or("unknown".into(), oom::human_bytes);
-            format!(
-                "{oom_kills} OOM kill(s) (limit {}, peak {peak})",
-                oom::human_bytes(w.limit())
-            )
-        }
+        Some(w) => format!(
+            "{oom_kills} OOM kill(s) (limit {}, {})",
+            oom::human_bytes(w.limit()),
+            peak.describe()
+        ),
         None => "OOM kills not watched".to_string(),
     };
     tracing::info!(
@@ -407,7 +405,11 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
         runtime_s = (s.ran_for.as_secs_f64() * 10.0).round() / 10.0,
         oom_kills,
         memory_limit = s.oom.map_or(0, |w| w.limit()),
-        memory_peak = s.oom.and_then(|w| w.usage_and_peak().1).unwrap_or(0),
+        memory_peak = peak.this_run(),
+        cgroup_peak_before_run = match peak {
+            oom::Peak::CgroupBefore(bytes) => bytes,
+            _ => 0,
+        },
         orphans_reaped = s.orphans_reaped,
         stragglers_term = s.stragglers.termed,
         stragglers_kill = s.stragglers.killed,
