@@ -218,6 +218,75 @@ fn ctrl_z_is_forwarded_then_suspends_when_the_child_has_its_own_session() {
     }
 }
 
+/// Job control without a terminal, as dumb-init does it: a process
+/// manager's `kill -TSTP` stops the entrypoint and its child (which the
+/// kernel would not stop with a default TSTP: its session's group is
+/// orphaned), and `kill -CONT` resumes both.
+#[test]
+fn tstp_then_cont_stop_and_resume_it_and_its_child_without_a_terminal() {
+    let dir = TempDir::new("jobctl-noterm");
+    let mut command = Command::new(bin());
+    command
+        .args(["--", "sh", "-c", "echo $$ > $T/child; exec sleep 300"])
+        .env_remove("AIRFLOW_ENTRYPOINT_LOG_FORMAT")
+        .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
+        .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
+        .env("T", dir.path())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    // A session of its own with no controlling terminal, whatever the
+    // test runner has.
+    // SAFETY: setsid is async-signal-safe; nothing else runs here.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut launched = command.spawn().expect("start the entrypoint");
+    let entrypoint = launched.id() as i32;
+    let _guard = KillOnDrop(entrypoint);
+    let child: i32 = wait_until(secs(20), || dir.read("child").trim().parse().ok())
+        .unwrap_or_else(|| panic!("the child never started; stderr:\n{}", dir.read("stderr")));
+    let _child_guard = KillOnDrop(child);
+    // setsid leaves it without a controlling terminal.
+    assert_eq!(session_of(entrypoint), Some(entrypoint));
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTSTP) };
+    wait_until(secs(20), || {
+        (state(entrypoint) == 'T' && state(child) == 'T').then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "after TSTP: entrypoint {}, child {}; stderr:\n{}",
+            state(entrypoint),
+            state(child),
+            dir.read("stderr")
+        )
+    });
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGCONT) };
+    wait_until(secs(20), || {
+        (state(entrypoint) != 'T' && state(child) != 'T').then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "after CONT: entrypoint {}, child {}; stderr:\n{}",
+            state(entrypoint),
+            state(child),
+            dir.read("stderr")
+        )
+    });
+    // Still supervising: a TERM reaches the child and ends the run.
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTERM) };
+    let status = wait_until(secs(20), || launched.try_wait().ok().flatten())
+        .unwrap_or_else(|| panic!("no exit after TERM; stderr:\n{}", dir.read("stderr")));
+    assert_eq!(status.code(), Some(143), "{}", dir.read("stderr"));
+}
+
 /// Starts the entrypoint as PID 1 and session leader of a pty (as
 /// `docker run -t` does), with stdin from /dev/null so that the child runs
 /// in a session of its own. Returns the launcher and the pty master.

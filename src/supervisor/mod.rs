@@ -27,7 +27,6 @@ use crate::signals::{
 };
 use reap::{reap_all, reap_all_noting_kills, ChildExit};
 use spawn::{spawn, SpawnRequest, Spawned};
-use std::os::unix::fs::OpenOptionsExt;
 
 /// How the supervisor treats the child, resolved from settings and command.
 #[derive(Debug, Clone)]
@@ -224,7 +223,7 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
             // The terminal stopped the child's group (Ctrl-Z): stop with it,
             // so that the shell that started us sees the job stop.
             if let Some(&(_, stop)) = reaped.stopped.iter().find(|(_, s)| is_job_stop(*s)) {
-                suspend_with_child(child, stop);
+                suspend_with_child(child, stop, true);
             }
         }
         // Right before the wait, so that no other code runs (and faults
@@ -275,15 +274,13 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
                     forward(child, policy, libc::SIGTERM, &mut grace_deadline);
                 }
             }
-            forward(child, policy, signal, &mut grace_deadline);
-            // A child on our terminal reports its own stop (above); one in a
-            // session of its own cannot, so we stop after forwarding.
-            if is_job_stop(signal)
-                && !is_pid1
-                && child.previous_foreground.is_none()
-                && on_terminal()
-            {
-                suspend_with_child(child, signal);
+            let forwarded = forward(child, policy, signal, &mut grace_deadline);
+            // Job control as dumb-init does it, with a terminal or without:
+            // a TSTP, TTIN or TTOU sent to us is forwarded, then we stop too
+            // (a process manager's `kill -TSTP` stops the whole job). Never
+            // as PID 1: it must keep reaping.
+            if is_job_stop(signal) && !is_pid1 {
+                suspend_with_child(child, signal, forwarded);
             }
         }
         let now = Instant::now();
@@ -423,15 +420,14 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
 }
 
 /// Job control, not as PID 1: stops the entrypoint itself (the terminal back
-/// to our group first, when the child had it), and once a shell continues
-/// us, hands the terminal back and continues the child's group.
-fn suspend_with_child(child: &Spawned, stop: i32) {
-    tracing::debug!(
-        signal = signal_name(stop),
-        "the child stopped; stopping too"
-    );
+/// to our group first, when the child had it), and once it is continued
+/// (a shell's `fg`, a `kill -CONT`), hands the terminal back and continues
+/// the child's group. `child_told`: the child got the stop signal (not
+/// dropped by SIGNAL_MAP), so it is stopped with us.
+fn suspend_with_child(child: &Spawned, stop: i32, child_told: bool) {
+    tracing::debug!(signal = signal_name(stop), "job-control stop; stopping too");
     spawn::restore_terminal(child.previous_foreground);
-    if child.previous_foreground.is_none() {
+    if child.previous_foreground.is_none() && child_told {
         // In a session of its own the child's group is orphaned, and the
         // kernel ignores a default TSTP/TTIN/TTOU there: STOP it with us.
         let _ = kill(
@@ -451,15 +447,6 @@ fn suspend_with_child(child: &Spawned, stop: i32) {
     tracing::debug!("continued; so is the child");
 }
 
-/// True when the entrypoint has a controlling terminal.
-fn on_terminal() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open("/dev/tty")
-        .is_ok()
-}
-
 fn map_exit_code(status: i32, map: &[(i32, i32)]) -> i32 {
     match map.iter().find(|(from, _)| *from == status) {
         Some(&(_, to)) => {
@@ -470,10 +457,16 @@ fn map_exit_code(status: i32, map: &[(i32, i32)]) -> i32 {
     }
 }
 
-/// Forwards one received signal after SIGNAL_MAP, to the group or the child.
-fn forward(child: &Spawned, policy: &Policy, received: i32, grace_deadline: &mut Option<Instant>) {
+/// Forwards one received signal after SIGNAL_MAP, to the group or the child;
+/// false when nothing was sent (not forwardable, or dropped by the map).
+fn forward(
+    child: &Spawned,
+    policy: &Policy,
+    received: i32,
+    grace_deadline: &mut Option<Instant>,
+) -> bool {
     if !is_forwardable(received) {
-        return;
+        return false;
     }
     let signal = match policy.signal_map.iter().find(|(from, _)| *from == received) {
         Some((_, None)) => {
@@ -481,7 +474,7 @@ fn forward(child: &Spawned, policy: &Policy, received: i32, grace_deadline: &mut
                 signal = signal_name(received),
                 "signal dropped by SIGNAL_MAP"
             );
-            return;
+            return false;
         }
         Some((_, Some(to))) => *to,
         None => received,
@@ -521,6 +514,7 @@ fn forward(child: &Spawned, policy: &Policy, received: i32, grace_deadline: &mut
             *grace_deadline = Some(Instant::now() + grace);
         }
     }
+    true
 }
 
 #[cfg(test)]
