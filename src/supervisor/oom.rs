@@ -544,9 +544,14 @@ impl OomWatch {
             CgroupVersion::V2 => "memory.peak",
         }));
         match (lifetime, self.peak_when_armed) {
-            (None, _) => Peak::Unknown,
-            (Some(now), Some(armed)) if now <= armed => Peak::CgroupBefore(now),
-            (Some(now), _) => Peak::ThisRun(now),
+            (Some(now), Some(armed)) if now > armed => Peak::ThisRun(now),
+            // An OOM kill in this run means usage reached the limit in this
+            // run, whatever an earlier run reached.
+            (Some(now), Some(_)) if self.kills_seen() > 0 && now >= self.limit => {
+                Peak::ThisRun(self.limit)
+            }
+            (Some(now), Some(_)) => Peak::CgroupBefore(now),
+            _ => Peak::Unknown,
         }
     }
 }
@@ -810,10 +815,14 @@ mod tests {
             0,
             "the earlier run's kills are not ours"
         );
+        assert_eq!(watch.peak(), Peak::CgroupBefore(64 << 20));
         assert!(!watch.claim_sigkill_death());
         fs::write(dir.join("memory.events"), events(5)).unwrap();
         watch.on_notification();
         assert_eq!(watch.kills_seen(), 1);
+        // The earlier run's peak is the limit; this run's OOM kill reached
+        // it again.
+        assert_eq!(watch.peak(), Peak::ThisRun(64 << 20));
         // As if the rise had been seen longer ago than the window.
         watch.last_rise = Instant::now().checked_sub(CLAIM_WINDOW * 2);
         assert!(
@@ -872,8 +881,8 @@ mod tests {
         watch.on_notification();
         assert_eq!(watch.kills_seen(), 3);
         assert_eq!(watch.usage(), Some(63 << 20));
-        // Not risen since arming: the cgroup's, from before this run.
-        assert_eq!(watch.peak(), Peak::CgroupBefore(64 << 20));
+        // Not risen since arming, but this run's OOM kills reached the limit.
+        assert_eq!(watch.peak(), Peak::ThisRun(64 << 20));
         fs::write(dir.join("memory.peak"), format!("{}\n", 65u64 << 20)).unwrap();
         assert_eq!(watch.peak(), Peak::ThisRun(65 << 20));
         let _ = fs::remove_dir_all(&dir);

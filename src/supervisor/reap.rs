@@ -69,15 +69,15 @@ fn reap(watched: &[Pid], note_kills: bool) -> Reaped {
     let name_orphans = tracing::level_enabled!(tracing::Level::DEBUG);
     loop {
         // A death seen by the peek is reaped by pid next, so that it is the
-        // one waitpid reports, and its name was read while it was a zombie.
+        // one waitpid reports (its name read while it was still a zombie).
         let mut which = -1;
         let mut peeked: Option<(Pid, String)> = None;
         if note_kills || name_orphans {
             if let Some((pid, by_sigkill)) = peek_exited() {
+                which = pid.as_raw();
                 let is_watched = watched.contains(&pid);
                 let noted_kill = note_kills && by_sigkill;
                 if noted_kill || (name_orphans && !is_watched) {
-                    which = pid.as_raw();
                     let name = command_name(pid);
                     if noted_kill {
                         result.killed.push(Killed {
