@@ -218,26 +218,22 @@ fn ctrl_z_is_forwarded_then_suspends_when_the_child_has_its_own_session() {
     }
 }
 
-/// Job control without a terminal, as dumb-init does it: a process
-/// manager's `kill -TSTP` stops the entrypoint and its child (which the
-/// kernel would not stop with a default TSTP: its session's group is
-/// orphaned), and `kill -CONT` resumes both.
-#[test]
-fn tstp_then_cont_stop_and_resume_it_and_its_child_without_a_terminal() {
-    let dir = TempDir::new("jobctl-noterm");
+/// The entrypoint as a plain process (not PID 1) in a session of its own
+/// with no controlling terminal, whatever the test runner has, as a process
+/// manager starts it.
+fn start_without_a_terminal(dir: &TempDir, env: &[(&str, &str)], script: &str) -> Child {
     let mut command = Command::new(bin());
     command
-        .args(["--", "sh", "-c", "echo $$ > $T/child; exec sleep 300"])
+        .args(["--", "sh", "-c", script])
         .env_remove("AIRFLOW_ENTRYPOINT_LOG_FORMAT")
         .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
         .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
+        .envs(env.iter().copied())
         .env("T", dir.path())
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
-    // A session of its own with no controlling terminal, whatever the
-    // test runner has.
     // SAFETY: setsid is async-signal-safe; nothing else runs here.
     unsafe {
         command.pre_exec(|| {
@@ -245,7 +241,60 @@ fn tstp_then_cont_stop_and_resume_it_and_its_child_without_a_terminal() {
             Ok(())
         });
     }
-    let mut launched = command.spawn().expect("start the entrypoint");
+    command.spawn().expect("start the entrypoint")
+}
+
+/// dumb-init's `test_default_rewrites_can_be_overriden_with_setsid_enabled`:
+/// a TSTP that SIGNAL_MAP rewrites to HUP reaches the child as HUP (it is
+/// not STOPped), and the entrypoint still stops until a CONT.
+#[test]
+fn a_tstp_rewritten_by_signal_map_reaches_the_child_and_the_entrypoint_still_stops() {
+    let dir = TempDir::new("jobctl-rewrite");
+    let mut launched = start_without_a_terminal(
+        &dir,
+        &[("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", "TSTP:HUP")],
+        "trap 'echo HUP >> $T/got' HUP; trap 'exit 0' TERM; echo $$ > $T/child; \
+         while :; do sleep 100 & wait $!; done",
+    );
+    let entrypoint = launched.id() as i32;
+    let _guard = KillOnDrop(entrypoint);
+    let child: i32 = wait_until(secs(20), || dir.read("child").trim().parse().ok())
+        .unwrap_or_else(|| panic!("the child never started; stderr:\n{}", dir.read("stderr")));
+    // The child leads a session (and group) of its own: its `sleep` too.
+    let _child_guard = KillOnDrop(-child);
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTSTP) };
+    wait_until(secs(20), || {
+        (dir.read("got") == "HUP\n" && state(entrypoint) == 'T').then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "after TSTP: got {:?}, entrypoint {}; stderr:\n{}",
+            dir.read("got"),
+            state(entrypoint),
+            dir.read("stderr")
+        )
+    });
+    assert_ne!(state(child), 'T', "the child was stopped, not sent HUP");
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGCONT) };
+    wait_until(secs(20), || (state(entrypoint) != 'T').then_some(()))
+        .unwrap_or_else(|| panic!("CONT did not resume it; stderr:\n{}", dir.read("stderr")));
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTERM) };
+    let status = wait_until(secs(20), || launched.try_wait().ok().flatten())
+        .unwrap_or_else(|| panic!("no exit after TERM; stderr:\n{}", dir.read("stderr")));
+    assert_eq!(status.code(), Some(0), "{}", dir.read("stderr"));
+}
+
+/// Job control without a terminal, as dumb-init does it: a process
+/// manager's `kill -TSTP` stops the entrypoint and its child (which the
+/// kernel would not stop with a default TSTP: its session's group is
+/// orphaned), and `kill -CONT` resumes both.
+#[test]
+fn tstp_then_cont_stop_and_resume_it_and_its_child_without_a_terminal() {
+    let dir = TempDir::new("jobctl-noterm");
+    let mut launched = start_without_a_terminal(&dir, &[], "echo $$ > $T/child; exec sleep 300");
     let entrypoint = launched.id() as i32;
     let _guard = KillOnDrop(entrypoint);
     let child: i32 = wait_until(secs(20), || dir.read("child").trim().parse().ok())

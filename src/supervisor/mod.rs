@@ -274,13 +274,13 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
                     forward(child, policy, libc::SIGTERM, &mut grace_deadline);
                 }
             }
-            let forwarded = forward(child, policy, signal, &mut grace_deadline);
+            let sent = forward(child, policy, signal, &mut grace_deadline);
             // Job control as dumb-init does it, with a terminal or without:
             // a TSTP, TTIN or TTOU sent to us is forwarded, then we stop too
             // (a process manager's `kill -TSTP` stops the whole job). Never
             // as PID 1: it must keep reaping.
             if is_job_stop(signal) && !is_pid1 {
-                suspend_with_child(child, signal, forwarded);
+                suspend_with_child(child, signal, sent.is_some_and(is_job_stop));
             }
         }
         let now = Instant::now();
@@ -422,8 +422,9 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
 /// Job control, not as PID 1: stops the entrypoint itself (the terminal back
 /// to our group first, when the child had it), and once it is continued
 /// (a shell's `fg`, a `kill -CONT`), hands the terminal back and continues
-/// the child's group. `child_told`: the child got the stop signal (not
-/// dropped by SIGNAL_MAP), so it is stopped with us.
+/// the child's group. `child_told`: the child was sent a job-control stop
+/// (not dropped or rewritten to another signal by SIGNAL_MAP), so it is
+/// stopped with us.
 fn suspend_with_child(child: &Spawned, stop: i32, child_told: bool) {
     tracing::debug!(signal = signal_name(stop), "job-control stop; stopping too");
     spawn::restore_terminal(child.previous_foreground);
@@ -458,15 +459,16 @@ fn map_exit_code(status: i32, map: &[(i32, i32)]) -> i32 {
 }
 
 /// Forwards one received signal after SIGNAL_MAP, to the group or the child;
-/// false when nothing was sent (not forwardable, or dropped by the map).
+/// the signal sent, None when nothing was (not forwardable, or dropped by
+/// the map).
 fn forward(
     child: &Spawned,
     policy: &Policy,
     received: i32,
     grace_deadline: &mut Option<Instant>,
-) -> bool {
+) -> Option<i32> {
     if !is_forwardable(received) {
-        return false;
+        return None;
     }
     let signal = match policy.signal_map.iter().find(|(from, _)| *from == received) {
         Some((_, None)) => {
@@ -474,7 +476,7 @@ fn forward(
                 signal = signal_name(received),
                 "signal dropped by SIGNAL_MAP"
             );
-            return false;
+            return None;
         }
         Some((_, Some(to))) => *to,
         None => received,
@@ -514,7 +516,7 @@ fn forward(
             *grace_deadline = Some(Instant::now() + grace);
         }
     }
-    true
+    Some(signal)
 }
 
 #[cfg(test)]
