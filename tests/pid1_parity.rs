@@ -244,17 +244,20 @@ fn start_without_a_terminal(dir: &TempDir, env: &[(&str, &str)], script: &str) -
     command.spawn().expect("start the entrypoint")
 }
 
-/// dumb-init's `test_default_rewrites_can_be_overriden_with_setsid_enabled`:
-/// a TSTP that SIGNAL_MAP rewrites to HUP reaches the child as HUP (it is
-/// not STOPped), and the entrypoint still stops until a CONT.
-#[test]
-fn a_tstp_rewritten_by_signal_map_reaches_the_child_and_the_entrypoint_still_stops() {
-    let dir = TempDir::new("jobctl-rewrite");
+/// A TSTP sent to an entrypoint with no terminal reaches a child that
+/// handles it as `expected` (it runs its trap, so it is not stopped), and
+/// the entrypoint still stops until a CONT.
+fn the_child_handles_it_and_the_entrypoint_still_stops(
+    tag: &str,
+    env: &[(&str, &str)],
+    expected: &str,
+) {
+    let dir = TempDir::new(tag);
     let mut launched = start_without_a_terminal(
         &dir,
-        &[("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", "TSTP:HUP")],
-        "trap 'echo HUP >> $T/got' HUP; trap 'exit 0' TERM; echo $$ > $T/child; \
-         while :; do sleep 100 & wait $!; done",
+        env,
+        "for s in HUP TSTP; do trap \"echo $s >> $T/got\" $s; done; trap 'exit 0' TERM; \
+         echo $$ > $T/child; while :; do sleep 100 & wait $!; done",
     );
     let entrypoint = launched.id() as i32;
     let _guard = KillOnDrop(entrypoint);
@@ -265,7 +268,7 @@ fn a_tstp_rewritten_by_signal_map_reaches_the_child_and_the_entrypoint_still_sto
     // SAFETY: kill(2) with plain integers.
     unsafe { libc::kill(entrypoint, libc::SIGTSTP) };
     wait_until(secs(20), || {
-        (dir.read("got") == "HUP\n" && state(entrypoint) == 'T').then_some(())
+        (dir.read("got") == format!("{expected}\n") && state(entrypoint) == 'T').then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -275,7 +278,11 @@ fn a_tstp_rewritten_by_signal_map_reaches_the_child_and_the_entrypoint_still_sto
             dir.read("stderr")
         )
     });
-    assert_ne!(state(child), 'T', "the child was stopped, not sent HUP");
+    assert_ne!(
+        state(child),
+        'T',
+        "the child was stopped, not left to its trap"
+    );
     // SAFETY: kill(2) with plain integers.
     unsafe { libc::kill(entrypoint, libc::SIGCONT) };
     wait_until(secs(20), || (state(entrypoint) != 'T').then_some(()))
@@ -285,6 +292,29 @@ fn a_tstp_rewritten_by_signal_map_reaches_the_child_and_the_entrypoint_still_sto
     let status = wait_until(secs(20), || launched.try_wait().ok().flatten())
         .unwrap_or_else(|| panic!("no exit after TERM; stderr:\n{}", dir.read("stderr")));
     assert_eq!(status.code(), Some(0), "{}", dir.read("stderr"));
+}
+
+/// dumb-init's `test_default_rewrites_can_be_overriden_with_setsid_enabled`:
+/// a TSTP that SIGNAL_MAP rewrites to HUP reaches the child as HUP (it is
+/// not STOPped), and the entrypoint still stops.
+#[test]
+fn a_tstp_rewritten_by_signal_map_reaches_the_child_and_the_entrypoint_still_stops() {
+    the_child_handles_it_and_the_entrypoint_still_stops(
+        "jobctl-rewrite",
+        &[("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", "TSTP:HUP")],
+        "HUP",
+    );
+}
+
+/// dumb-init without setsid (here scope `child`, `DUMB_INIT_SETSID=0`): the
+/// TSTP is forwarded as it is, and a child that traps it is not STOPped.
+#[test]
+fn with_scope_child_a_child_that_traps_tstp_gets_it_and_the_entrypoint_still_stops() {
+    the_child_handles_it_and_the_entrypoint_still_stops(
+        "jobctl-child",
+        &[("DUMB_INIT_SETSID", "0")],
+        "TSTP",
+    );
 }
 
 /// Job control without a terminal, as dumb-init does it: a process

@@ -223,7 +223,7 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
             // The terminal stopped the child's group (Ctrl-Z): stop with it,
             // so that the shell that started us sees the job stop.
             if let Some(&(_, stop)) = reaped.stopped.iter().find(|(_, s)| is_job_stop(*s)) {
-                suspend_with_child(child, stop, true);
+                suspend_with_child(child, stop, None);
             }
         }
         // Right before the wait, so that no other code runs (and faults
@@ -274,13 +274,15 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
                     forward(child, policy, libc::SIGTERM, &mut grace_deadline);
                 }
             }
-            let sent = forward(child, policy, signal, &mut grace_deadline);
             // Job control as dumb-init does it, with a terminal or without:
-            // a TSTP, TTIN or TTOU sent to us is forwarded, then we stop too
+            // a TSTP, TTIN or TTOU sent to us is passed on, then we stop too
             // (a process manager's `kill -TSTP` stops the whole job). Never
             // as PID 1: it must keep reaping.
             if is_job_stop(signal) && !is_pid1 {
-                suspend_with_child(child, signal, sent.is_some_and(is_job_stop));
+                let also_stop = forward_job_stop(child, policy, signal, &mut grace_deadline);
+                suspend_with_child(child, signal, also_stop);
+            } else {
+                forward(child, policy, signal, &mut grace_deadline);
             }
         }
         let now = Instant::now();
@@ -419,22 +421,70 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
     );
 }
 
-/// Job control, not as PID 1: stops the entrypoint itself (the terminal back
-/// to our group first, when the child had it), and once it is continued
-/// (a shell's `fg`, a `kill -CONT`), hands the terminal back and continues
-/// the child's group. `child_told`: the child was sent a job-control stop
-/// (not dropped or rewritten to another signal by SIGNAL_MAP), so it is
-/// stopped with us.
-fn suspend_with_child(child: &Spawned, stop: i32, child_told: bool) {
+/// Job control, not as PID 1: a TSTP, TTIN or TTOU sent to the entrypoint,
+/// passed on the way the child would get it without us; returns whom to
+/// SIGSTOP with us (a pid, or a negative process group).
+///
+/// A child in a session of its own is in an orphaned process group, where
+/// the kernel ignores a default TSTP/TTIN/TTOU. So, unless SIGNAL_MAP has an
+/// entry for the signal (then that is what the child gets, and nothing
+/// more): with scope `group` the child's group gets SIGSTOP instead (as
+/// dumb-init does in its setsid mode); with scope `child` the child gets the
+/// signal, and SIGSTOP too only when it neither catches nor ignores it (as
+/// the kernel would stop it in a group that is not orphaned). A child on our
+/// terminal is not orphaned: it gets the signal as it is.
+fn forward_job_stop(
+    child: &Spawned,
+    policy: &Policy,
+    signal: i32,
+    grace_deadline: &mut Option<Instant>,
+) -> Option<i32> {
+    let orphaned = child.previous_foreground.is_none();
+    let mapped = policy.signal_map.iter().any(|(from, _)| *from == signal);
+    if !orphaned || mapped {
+        forward(child, policy, signal, grace_deadline);
+        return None;
+    }
+    match policy.scope {
+        SignalScope::Group => {
+            tracing::debug!(
+                received = signal_name(signal),
+                "passed on as SIGSTOP to the child's group (in a session of its own a default TSTP is ignored)"
+            );
+            Some(-child.pgid.as_raw())
+        }
+        SignalScope::Child => {
+            forward(child, policy, signal, grace_deadline);
+            (!catches_or_ignores(child.pid, signal)).then_some(child.pid.as_raw())
+        }
+    }
+}
+
+/// From /proc/PID/status: the process has a handler for `signal`, or
+/// ignores it. False when it cannot be read.
+fn catches_or_ignores(pid: Pid, signal: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (signal - 1);
+    status.lines().any(|line| {
+        let mask = line
+            .strip_prefix("SigCgt:")
+            .or_else(|| line.strip_prefix("SigIgn:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    })
+}
+
+/// Stops the entrypoint itself (the terminal back to our group first, when
+/// the child had it; `also_stop` SIGSTOPped first), and once it is
+/// continued (a shell's `fg`, a `kill -CONT`), hands the terminal back and
+/// continues the child's group.
+fn suspend_with_child(child: &Spawned, stop: i32, also_stop: Option<i32>) {
     tracing::debug!(signal = signal_name(stop), "job-control stop; stopping too");
     spawn::restore_terminal(child.previous_foreground);
-    if child.previous_foreground.is_none() && child_told {
-        // In a session of its own the child's group is orphaned, and the
-        // kernel ignores a default TSTP/TTIN/TTOU there: STOP it with us.
-        let _ = kill(
-            Pid::from_raw(-child.pgid.as_raw()),
-            nix::sys::signal::Signal::SIGSTOP,
-        );
+    if let Some(target) = also_stop {
+        let _ = kill(Pid::from_raw(target), nix::sys::signal::Signal::SIGSTOP);
     }
     // Delivered before kill() returns; we run on only once continued.
     let _ = kill(getpid(), nix::sys::signal::Signal::SIGSTOP);
@@ -458,17 +508,10 @@ fn map_exit_code(status: i32, map: &[(i32, i32)]) -> i32 {
     }
 }
 
-/// Forwards one received signal after SIGNAL_MAP, to the group or the child;
-/// the signal sent, None when nothing was (not forwardable, or dropped by
-/// the map).
-fn forward(
-    child: &Spawned,
-    policy: &Policy,
-    received: i32,
-    grace_deadline: &mut Option<Instant>,
-) -> Option<i32> {
+/// Forwards one received signal after SIGNAL_MAP, to the group or the child.
+fn forward(child: &Spawned, policy: &Policy, received: i32, grace_deadline: &mut Option<Instant>) {
     if !is_forwardable(received) {
-        return None;
+        return;
     }
     let signal = match policy.signal_map.iter().find(|(from, _)| *from == received) {
         Some((_, None)) => {
@@ -476,7 +519,7 @@ fn forward(
                 signal = signal_name(received),
                 "signal dropped by SIGNAL_MAP"
             );
-            return None;
+            return;
         }
         Some((_, Some(to))) => *to,
         None => received,
@@ -516,7 +559,6 @@ fn forward(
             *grace_deadline = Some(Instant::now() + grace);
         }
     }
-    Some(signal)
 }
 
 #[cfg(test)]
