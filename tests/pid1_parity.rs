@@ -256,7 +256,7 @@ fn the_child_handles_it_and_the_entrypoint_still_stops(
     let mut launched = start_without_a_terminal(
         &dir,
         env,
-        "for s in HUP TSTP; do trap \"echo $s >> $T/got\" $s; done; trap 'exit 0' TERM; \
+        "for s in HUP TSTP CONT WINCH; do trap \"echo $s >> $T/got\" $s; done; trap 'exit 0' TERM; \
          echo $$ > $T/child; while :; do sleep 100 & wait $!; done",
     );
     let entrypoint = launched.id() as i32;
@@ -285,8 +285,22 @@ fn the_child_handles_it_and_the_entrypoint_still_stops(
     );
     // SAFETY: kill(2) with plain integers.
     unsafe { libc::kill(entrypoint, libc::SIGCONT) };
-    wait_until(secs(20), || (state(entrypoint) != 'T').then_some(()))
-        .unwrap_or_else(|| panic!("CONT did not resume it; stderr:\n{}", dir.read("stderr")));
+    wait_until(secs(20), || {
+        (state(entrypoint) != 'T' && dir.read("got").contains("CONT")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("CONT did not resume both; stderr:\n{}", dir.read("stderr")));
+    // One CONT reached the child, not two: a second one would be trapped
+    // before or soon after this WINCH.
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGWINCH) };
+    wait_until(secs(20), || dir.read("got").contains("WINCH").then_some(()))
+        .unwrap_or_else(|| panic!("WINCH not forwarded; stderr:\n{}", dir.read("stderr")));
+    assert_eq!(
+        dir.read("got"),
+        format!("{expected}\nCONT\nWINCH\n"),
+        "stderr:\n{}",
+        dir.read("stderr")
+    );
     // SAFETY: kill(2) with plain integers.
     unsafe { libc::kill(entrypoint, libc::SIGTERM) };
     let status = wait_until(secs(20), || launched.try_wait().ok().flatten())

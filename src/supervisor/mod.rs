@@ -199,6 +199,10 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
     let mut held_term: Option<Instant> = None;
     let mut grace_deadline: Option<Instant> = None;
     let mut orphans_reaped = 0;
+    // After a job-control stop: the SIGCONT that continued us is still in
+    // the inbox, and the child's group was continued with us already; a
+    // second CONT would reach a child that traps it twice.
+    let mut continued_with_us = false;
     let exit = loop {
         let reaped = match oom {
             Some(_) => reap_all_noting_kills(&[child.pid]),
@@ -224,6 +228,7 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
             // so that the shell that started us sees the job stop.
             if let Some(&(_, stop)) = reaped.stopped.iter().find(|(_, s)| is_job_stop(*s)) {
                 suspend_with_child(child, stop, None);
+                continued_with_us = true;
             }
         }
         // Right before the wait, so that no other code runs (and faults
@@ -244,6 +249,10 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
         for Received { signal, by_kernel } in received {
             if signal == libc::SIGCHLD {
                 continue; // reaped at the top of the loop
+            }
+            if signal == libc::SIGCONT && std::mem::take(&mut continued_with_us) {
+                tracing::debug!("the CONT that continued us; the child was continued with us");
+                continue;
             }
             // The kernel's SIGHUP and SIGCONT for a terminal (a hand-over, a
             // hang-up, an orphaned group) are not a user's request: CONT is
@@ -281,6 +290,7 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
             if is_job_stop(signal) && !is_pid1 {
                 let also_stop = forward_job_stop(child, policy, signal, &mut grace_deadline);
                 suspend_with_child(child, signal, also_stop);
+                continued_with_us = true;
             } else {
                 forward(child, policy, signal, &mut grace_deadline);
             }
