@@ -426,6 +426,41 @@ mod tests {
         }
     }
 
+    /// A parent already gone when the parent-death signal is set (here: a
+    /// recorded parent that is not ours) means the signal is sent at once,
+    /// and lands pending like the kernel's would; with the real parent it
+    /// is only set.
+    #[test]
+    fn a_parent_gone_before_the_call_gets_the_signal_sent_at_once() {
+        // SAFETY: the forked child makes plain syscalls and _exits; it never
+        // returns into the test harness.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => unsafe {
+                let mut mask: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut mask);
+                libc::sigaddset(&mut mask, libc::SIGUSR1);
+                libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+                let pending = || {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigpending(&mut set);
+                    libc::sigismember(&set, libc::SIGUSR1) == 1
+                };
+                let real = original_parent();
+                if set_parent_death_signal(libc::SIGUSR1, real) != Ok(false) || pending() {
+                    libc::_exit(1);
+                }
+                if set_parent_death_signal(libc::SIGUSR1, real + 1) != Ok(true) || !pending() {
+                    libc::_exit(2);
+                }
+                libc::_exit(0);
+            },
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
+
     #[test]
     fn forwardable_excludes_only_kill_stop_and_chld() {
         for s in [9, 19, 17, 0] {
