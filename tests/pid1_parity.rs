@@ -337,8 +337,19 @@ fn with_scope_child_a_child_that_traps_tstp_gets_it_and_the_entrypoint_still_sto
 /// orphaned), and `kill -CONT` resumes both.
 #[test]
 fn tstp_then_cont_stop_and_resume_it_and_its_child_without_a_terminal() {
-    let dir = TempDir::new("jobctl-noterm");
-    let mut launched = start_without_a_terminal(&dir, &[], "echo $$ > $T/child; exec sleep 300");
+    both_stop_and_resume("jobctl-noterm", &[]);
+}
+
+/// The same with scope `child` (`DUMB_INIT_SETSID=0`): the child gets the
+/// TSTP itself, and as it does not trap it, a STOP too.
+#[test]
+fn with_scope_child_tstp_then_cont_stop_and_resume_a_child_that_does_not_trap_it() {
+    both_stop_and_resume("jobctl-noterm-child", &[("DUMB_INIT_SETSID", "0")]);
+}
+
+fn both_stop_and_resume(tag: &str, env: &[(&str, &str)]) {
+    let dir = TempDir::new(tag);
+    let mut launched = start_without_a_terminal(&dir, env, "echo $$ > $T/child; exec sleep 300");
     let entrypoint = launched.id() as i32;
     let _guard = KillOnDrop(entrypoint);
     let child: i32 = wait_until(secs(20), || dir.read("child").trim().parse().ok())
