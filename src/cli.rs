@@ -255,6 +255,29 @@ fn wrap(text: &str, indent: usize, width: usize) -> String {
     out
 }
 
+/// `--parent-death-signal`, first thing once the settings are known (the
+/// privilege drop keeps it: see `user::drop_privileges`).
+pub fn set_parent_death_signal(signal: i32, original_parent: i32) -> Result<(), Failure> {
+    let name = crate::signals::signal_name(signal);
+    match crate::signals::set_parent_death_signal(signal, original_parent) {
+        Ok(false) => {
+            tracing::debug!(signal = name, parent = original_parent, "parent-death signal set");
+            Ok(())
+        }
+        Ok(true) => {
+            tracing::warn!(
+                signal = name,
+                parent = original_parent,
+                "the parent exited before the parent-death signal was set; sending SIG{name} to ourselves now"
+            );
+            Ok(())
+        }
+        Err(why) => Err(Failure::config(format!(
+            "AIRFLOW_ENTRYPOINT_PARENT_DEATH_SIGNAL / --parent-death-signal: {why}; choose a signal the kernel accepts, e.g. TERM"
+        ))),
+    }
+}
+
 /// The settings phase: AIRFLOW_ENTRYPOINT_* and flags, then logging as
 /// they say, then a warning for each unknown setting.
 pub fn load_settings(flags: &[FlagValue]) -> Result<Settings, Failure> {

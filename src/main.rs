@@ -41,6 +41,8 @@ extern "C" fn main(argc: i32, argv: *const *const std::ffi::c_char) -> i32 {
 
 #[cfg_attr(test, allow(dead_code))]
 fn run(args: Vec<OsString>) -> ! {
+    // Before anything else: the reference for the parent-death re-check.
+    let parent = signals::original_parent();
     cli::ready_standard_fds();
     // As PID 1 a signal with no handler is dropped: block them all before
     // anything else so that none sent during start-up is lost.
@@ -48,7 +50,7 @@ fn run(args: Vec<OsString>) -> ! {
     logging::install_panic_hook();
     // Start-up's data (layers, settings text, URLs) is dropped when `start`
     // returns, before the long supervision begins: PID 1 keeps only that.
-    let code = match start(&inbox, args) {
+    let code = match start(&inbox, args, parent) {
         Ok(Started::Done(code)) => code,
         Ok(Started::Supervise(started)) => supervisor::supervise(&inbox, *started),
         Ok(Started::Group(group)) => supervisor::group::supervise_group(&inbox, *group),
@@ -65,13 +67,16 @@ enum Started {
     Group(Box<supervisor::Group>),
 }
 
-fn start(inbox: &SignalInbox, args: Vec<OsString>) -> Result<Started, Failure> {
+fn start(inbox: &SignalInbox, args: Vec<OsString>, parent: i32) -> Result<Started, Failure> {
     enter_phase(Phase::Settings);
     let invocation = cli::parse(args)?;
     if let Some(text) = cli::informational_text(invocation.action) {
         return Ok(Started::Done(logging::print_stdout(&text)));
     }
     let settings = cli::load_settings(&invocation.flags)?;
+    if let Some(signal) = settings.parent_death_signal {
+        cli::set_parent_death_signal(signal, parent)?;
+    }
     // Found before the privilege drop (v1's registration is root's only);
     // armed once the child is spawned.
     let drops_root = nix::unistd::geteuid().is_root() && !settings.run_as_root;

@@ -79,6 +79,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("TERM_DELAY", "seconds", "`0`", "Hold a SIGTERM this long before forwarding it (lets a Kubernetes Service drop the endpoint first). A second TERM or an INT forwards at once."),
     own("EXIT_CODE_MAP", "`FROM:TO,...`", "unset", "Rewrites the child's exit status on the way out (128+N for signal N counts), e.g. `143:0`. Never applies to the entrypoint's own failures."),
     own("SIGNAL_MAP", "`FROM:TO,...`", "unset", "Rewrites a forwarded signal, by name without `SIG`, e.g. `TERM:INT`; `TO` may be `NONE` to drop it. `FROM` cannot be KILL, STOP or CHLD (such an entry never applies: exit 78)."),
+    own("PARENT_DEATH_SIGNAL", "signal name", "unset", "Ask the kernel for this signal when the entrypoint's parent dies (`PR_SET_PDEATHSIG`, as tini's `-p`), e.g. `TERM` or `KILL`: an entrypoint run under another supervisor (a CI runner, `docker exec` tooling) then ends with it. Set right after the settings are read, kept across the privilege drop; a parent already gone by then sends it at once. It reaches the entrypoint, which handles it as any signal sent to it (a TERM is forwarded, or ends start-up)."),
     own("ENV_DIR", "path", "`/etc/airflow-entrypoint/env.d`", "Image defaults: every `*.env` file here, in lexical order, is the lowest layer of the environment. A missing default directory is an empty layer; a directory named explicitly must exist. Each file is read only if regular and at most 1 MiB."),
     own("ENV_FILES", "paths, `:`-separated", "unset", "Deployment env files (a mounted ConfigMap or Secret), read in order above the image defaults and below the container's environment. Each must exist and be a regular file of at most 1 MiB (a FIFO, a device or a larger file is exit 78)."),
     own("LOG_ENV", "bool", "`false`", "Log the `--print-env` table (secrets masked) at every start-up."),
@@ -128,6 +129,7 @@ pub struct Settings {
     pub exit_code_map: Vec<(i32, i32)>,
     /// (from, to); `to == None` drops the signal.
     pub signal_map: Vec<(i32, Option<i32>)>,
+    pub parent_death_signal: Option<i32>,
     pub env_dir: std::path::PathBuf,
     /// ENV_DIR was set explicitly (then it must exist).
     pub env_dir_explicit: bool,
@@ -177,6 +179,7 @@ struct Raw {
     term_delay: Option<String>,
     exit_code_map: Option<String>,
     signal_map: Option<String>,
+    parent_death_signal: Option<String>,
     env_dir: Option<String>,
     env_files: Option<String>,
     log_env: Option<String>,
@@ -298,6 +301,20 @@ impl Settings {
                 .map(|v| signal_map(s, v))
                 .transpose()?
                 .unwrap_or_default(),
+            parent_death_signal: raw
+                .parent_death_signal
+                .as_deref()
+                .map(|v| {
+                    parse_signal(v).ok_or_else(|| {
+                        bad(
+                            s,
+                            "PARENT_DEATH_SIGNAL",
+                            v,
+                            "a signal name or number, e.g. `TERM`, `SIGKILL` or `15`",
+                        )
+                    })
+                })
+                .transpose()?,
             env_dir_explicit: raw.env_dir.is_some(),
             env_dir: raw
                 .env_dir
@@ -532,6 +549,20 @@ mod tests {
         assert_eq!(s.kill_timeout, Duration::from_secs(5));
         assert_eq!(s.grace_period, None);
         assert_eq!(s.term_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_parent_death_signal_is_a_signal_name_or_number() {
+        let load = |v: &str| {
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_PARENT_DEATH_SIGNAL", v)]), &[])
+                .map(|s| s.parent_death_signal)
+        };
+        assert_eq!(load("SIGTERM").ok(), Some(Some(libc::SIGTERM)));
+        assert_eq!(load("kill").ok(), Some(Some(libc::SIGKILL)));
+        assert_eq!(load("").ok(), Some(None));
+        let e = load("TERMINATE").unwrap_err();
+        assert_eq!(e.exit_code, 78);
+        assert!(e.message.contains("AIRFLOW_ENTRYPOINT_PARENT_DEATH_SIGNAL"));
     }
 
     #[test]
