@@ -213,8 +213,11 @@ pub fn describe(value: &Value) -> String {
         Value::Bulk(Some(b)) => format!("a bulk string of {} bytes", b.len()),
         Value::Array(Some(items)) => format!("an array of {}", items.len()),
     };
+    // A server's text goes out the one way server texts do: one line,
+    // every URL's password masked, and Redis's echo of the arguments we
+    // sent ("with args beginning with: ...") cut off.
     let short: String = text.chars().take(60).collect();
-    crate::redact::redact(&short).into_owned()
+    super::server_text(&short, &[])
 }
 
 #[cfg(test)]
@@ -269,6 +272,14 @@ mod tests {
             encode(&[b"AUTH", b"pw"]),
             b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn a_description_never_carries_the_arguments_redis_echoes() {
+        let text = describe(&Value::Error(
+            "ERR unknown command 'X', with args beginning with: 'pw12'".to_string(),
+        ));
+        assert!(!text.contains("pw12"), "{text}");
     }
 
     #[test]
