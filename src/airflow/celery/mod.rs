@@ -588,13 +588,15 @@ fn node_to_check(here: &[LocalWorker], hostname: Option<&str>) -> String {
 }
 
 /// `--healthcheck worker`: this container's worker (or `celery@HOST`),
-/// within 5 s. Ok(detail) healthy, Err(reason) not. A broker or set-up it
-/// cannot ask natively goes to the real `celery … inspect ping` (exec).
+/// by `deadline` (the check's 5 s). Ok(detail) healthy, Err(reason) not.
+/// A broker or set-up it cannot ask natively goes to the real `celery …
+/// inspect ping` (exec).
 pub fn health(
     inbox: &SignalInbox,
     layers: &Layered,
     hostname: Option<&str>,
     run: &mut Runner<'_>,
+    deadline: Instant,
 ) -> Result<String, String> {
     let here = local_workers();
     let node = node_to_check(&here, hostname);
@@ -603,7 +605,9 @@ pub fn health(
         Ok(Err(why)) => return Err(hand_to_celery(layers, &node, &why)),
         Err(failure) => return Err(failure.message),
     };
-    let budget = HEALTHCHECK_WAIT;
+    // At most HEALTHCHECK_WAIT, and no more than is left of the check:
+    // resolving the broker URL (a `_CMD`) has already spent some of it.
+    let budget = HEALTHCHECK_WAIT.min(deadline.saturating_duration_since(Instant::now()));
     let asked = match ask(inbox, &plan, std::slice::from_ref(&node), budget) {
         Ok(Ok(asked)) => asked,
         Ok(Err(e)) => return Err(broker_line(&plan, &e)),
