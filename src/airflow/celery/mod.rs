@@ -481,7 +481,7 @@ pub fn answer_ping(
                 Some(after) => {
                     online = 1;
                     if ping.json {
-                        out.push_str(&format!("{{\"{node}\": {{\"ok\": \"pong\"}}}}\n"));
+                        out.push_str(&format!("{{{}}}\n", json_pong(&node)));
                     } else {
                         out.push_str(&say_ok(ping.quiet, &node, "heartbeat (remote control is off)"));
                     }
@@ -506,7 +506,7 @@ pub fn answer_ping(
                     NodeVerdict::Healthy(detail) => {
                         online += 1;
                         tracing::debug!("{detail}");
-                        json_items.push(format!("\"{node}\": {{\"ok\": \"pong\"}}"));
+                        json_items.push(json_pong(node));
                         out.push_str(&say_ok(ping.quiet, node, "pong"));
                     }
                     NodeVerdict::Unhealthy(why) => problems.push(why),
@@ -562,6 +562,13 @@ fn hand_to_celery(layers: &Layered, node: &str, why: &str) -> String {
         .envs(layers.child_env())
         .exec();
     format!("cannot run celery: {error}")
+}
+
+/// One node's entry in `--json` output, `"NODE": {"ok": "pong"}`: the
+/// name comes from the broker, so it is a JSON string, escaped.
+fn json_pong(node: &str) -> String {
+    let name = serde_json::Value::from(node).to_string();
+    format!("{name}: {{\"ok\": \"pong\"}}")
 }
 
 /// Celery's reply line for one node and its indented body.
@@ -830,6 +837,12 @@ mod tests {
             judge("n", Some(&error), None),
             NodeVerdict::Unhealthy(_)
         ));
+    }
+
+    #[test]
+    fn a_json_entry_escapes_the_node_name() {
+        assert_eq!(json_pong("celery@w-0"), r#""celery@w-0": {"ok": "pong"}"#);
+        assert_eq!(json_pong(r#"a"b"#), r#""a\"b": {"ok": "pong"}"#);
     }
 
     #[test]
