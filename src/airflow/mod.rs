@@ -5,6 +5,7 @@
 
 pub mod celery;
 pub mod components;
+pub mod flags;
 pub mod healthcheck;
 pub mod jobs;
 pub mod migrations;

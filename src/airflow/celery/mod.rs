@@ -84,31 +84,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
     let Some(args) = celery_args(argv) else {
         return Ok(None);
     };
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| {
-            a.to_str()
-                .map(str::to_string)
-                .ok_or("an argument that is not UTF-8")
-        })
-        .collect::<Result<_, _>>()?;
-    // `--flag=value` and `--flag value` alike.
-    let mut words = Vec::new();
-    for arg in args {
-        match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                words.push(flag.to_string());
-                words.push(value.to_string());
-            }
-            _ => words.push(arg),
-        }
-    }
-    let mut words = words.into_iter();
-    let value = |words: &mut std::vec::IntoIter<String>, flag: &str| {
-        words
-            .next()
-            .ok_or_else(|| format!("{flag} without a value"))
-    };
+    let mut words = crate::airflow::flags::FlagWords::new(args)?;
     let (mut app, mut broker, mut quiet) = (None, None, false);
     // The `celery` group's options, then the sub-command.
     loop {
@@ -116,8 +92,8 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
             return Err("no sub-command".into());
         };
         match word.as_str() {
-            "-A" | "--app" => app = Some(value(&mut words, &word)?),
-            "-b" | "--broker" => broker = Some(value(&mut words, &word)?),
+            "-A" | "--app" => app = Some(words.value_of(&word)?),
+            "-b" | "--broker" => broker = Some(words.value_of(&word)?),
             "-q" | "--quiet" => quiet = true,
             "-C" | "--no-color" | "--skip-checks" => {}
             "inspect" => break,
@@ -137,7 +113,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
     while let Some(word) = words.next() {
         match word.as_str() {
             "-t" | "--timeout" => {
-                let v = value(&mut words, &word)?;
+                let v = words.value_of(&word)?;
                 timeout = v
                     .parse::<f64>()
                     .ok()
@@ -145,7 +121,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
                     .ok_or_else(|| format!("{word} {v} is not a number of seconds"))?;
             }
             "-d" | "--destination" => {
-                let v = value(&mut words, &word)?;
+                let v = words.value_of(&word)?;
                 destinations.extend(
                     v.split(',')
                         .map(str::trim)
