@@ -609,24 +609,9 @@ mod tests {
     use super::*;
 
     /// A session over canned server bytes; what it writes is dropped.
-    struct Canned(std::io::Cursor<Vec<u8>>);
-    impl Read for Canned {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-    impl Write for Canned {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn session(bytes: Vec<u8>) -> Session {
         Session {
-            conn: Box::new(Canned(std::io::Cursor::new(bytes))),
+            conn: crate::wire::transport::scripted(&bytes),
             frame_max: FRAME_MAX,
         }
     }
