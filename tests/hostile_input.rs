@@ -408,6 +408,15 @@ fn nix_mkfifo(path: &std::path::Path) {
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nastro:x:5000:5000:Astro:/home/astro:/bin/sh\n";
 const GROUP: &str = "root:x:0:\nastro:x:5000:\n";
 
+/// Waits for the run, then reads its /etc/passwd before `finish` removes
+/// the run's directory: the run's result and the file as it left it.
+fn finish_reading_passwd(mut running: Running) -> (Finished, String) {
+    let passwd_file = running.dir.join("etc/passwd");
+    let status = running.wait(secs(30));
+    let passwd_after = std::fs::read_to_string(&passwd_file).unwrap();
+    (running.finish(status), passwd_after)
+}
+
 #[test]
 fn a_user_name_or_home_that_would_corrupt_passwd_is_78_for_an_arbitrary_uid() {
     if !needs_root("a_user_name_or_home_that_would_corrupt_passwd_is_78_for_an_arbitrary_uid") {
@@ -420,14 +429,11 @@ fn a_user_name_or_home_that_would_corrupt_passwd_is_78_for_an_arbitrary_uid() {
         ("AIRFLOW_HOME", "/opt/airflow\nroot2::0:0::/root:/bin/sh"),
         ("AIRFLOW_HOME", "/opt/air:flow"),
     ] {
-        let mut running = Run::with_users("passwd", PASSWD, GROUP, 0o666, Some(4321))
+        let running = Run::with_users("passwd", PASSWD, GROUP, 0o666, Some(4321))
             .env(name, value)
             .shell("touch $T/ran")
             .start();
-        let passwd_file = running.dir.join("etc/passwd");
-        let status = running.wait(secs(30));
-        let passwd_after = std::fs::read_to_string(&passwd_file).unwrap();
-        let f = running.finish(status);
+        let (f, passwd_after) = finish_reading_passwd(running);
         f.expect_code(78);
         let line = one_error_line(&f);
         assert!(line.contains(name), "{line}");
@@ -436,15 +442,12 @@ fn a_user_name_or_home_that_would_corrupt_passwd_is_78_for_an_arbitrary_uid() {
         assert!(!f.files.contains_key("ran"), "nothing may start");
     }
     // A plain name still gets its entry.
-    let mut running = Run::with_users("passwd", PASSWD, GROUP, 0o666, Some(4321))
+    let running = Run::with_users("passwd", PASSWD, GROUP, 0o666, Some(4321))
         .env("ASTRONOMER_USER", "runner")
         .env("AIRFLOW_HOME", "/opt/airflow")
         .shell("id -un > $T/name")
         .start();
-    let passwd_file = running.dir.join("etc/passwd");
-    let status = running.wait(secs(30));
-    let passwd_after = std::fs::read_to_string(&passwd_file).unwrap();
-    let f = running.finish(status);
+    let (f, passwd_after) = finish_reading_passwd(running);
     f.expect_code(0);
     assert!(
         passwd_after.ends_with("runner:x:4321:0:airflow-entrypoint:/opt/airflow:/bin/bash\n"),
@@ -457,16 +460,13 @@ fn a_user_name_that_would_corrupt_passwd_is_78_with_create_user() {
     if !needs_root("a_user_name_that_would_corrupt_passwd_is_78_with_create_user") {
         return;
     }
-    let mut running = Run::with_users("create", PASSWD, GROUP, 0o644, None)
+    let running = Run::with_users("create", PASSWD, GROUP, 0o644, None)
         .env("ASTRONOMER_USER", "svc\nroot2::0:0::/root:/bin/sh")
         .env("ASTRONOMER_UID", "6000")
         .env("AIRFLOW_ENTRYPOINT_CREATE_USER", "true")
         .shell("touch $T/ran")
         .start();
-    let passwd_file = running.dir.join("etc/passwd");
-    let status = running.wait(secs(30));
-    let passwd_after = std::fs::read_to_string(&passwd_file).unwrap();
-    let f = running.finish(status);
+    let (f, passwd_after) = finish_reading_passwd(running);
     f.expect_code(78);
     let line = one_error_line(&f);
     assert!(line.contains("ASTRONOMER_USER"), "{line}");

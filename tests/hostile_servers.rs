@@ -10,6 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::wire_bytes::mysql_packet;
 use support::*;
 
 /// A fake server on a loopback port: each connection is handed to
@@ -111,13 +112,6 @@ fn ends_unavailable_within(run: Run, budget: Duration) -> Finished {
 }
 
 // ---- MySQL: an RSA key from the server must not panic PID 1 ----
-
-fn mysql_packet(sequence: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-    out.push(sequence);
-    out.extend_from_slice(payload);
-    out
-}
 
 /// A MySQL 8 greeting offering caching_sha2_password.
 fn mysql_greeting() -> Vec<u8> {

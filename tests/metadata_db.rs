@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use support::servers::*;
+use support::wire_bytes::mysql_packet;
 use support::*;
 
 const HEAD: &str = "d2f4e1b3c5a7";
@@ -74,13 +75,6 @@ enum Sha2Path {
     /// Not cached, over TLS (SSLRequest first): 0x04, and the password
     /// comes in clear inside the TLS stream.
     FullTls,
-}
-
-fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
-    let mut p = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-    p.push(seq);
-    p.extend_from_slice(payload);
-    p
 }
 
 fn read_packet(s: &mut impl Read) -> (u8, Vec<u8>) {
@@ -215,7 +209,7 @@ impl FakeMysql {
         let handle = std::thread::spawn(move || -> Result<(), String> {
             let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-            s.write_all(&packet(0, &greeting(path == Sha2Path::FullTls)))
+            s.write_all(&mysql_packet(0, &greeting(path == Sha2Path::FullTls)))
                 .unwrap();
             if path == Sha2Path::FullTls {
                 let (_, ssl_request) = read_packet(&mut s);
@@ -227,27 +221,27 @@ impl FakeMysql {
                 if response.len() < 33 {
                     return Err("no handshake response over TLS".into());
                 }
-                tls.write_all(&packet(3, &[0x01, 0x04])).unwrap();
+                tls.write_all(&mysql_packet(3, &[0x01, 0x04])).unwrap();
                 let (seq, clear) = read_packet(&mut tls);
                 let mut want = password.as_bytes().to_vec();
                 want.push(0);
                 if clear != want {
                     return Err("wrong password over TLS".into());
                 }
-                tls.write_all(&packet(seq + 1, &[0, 0, 0, 2, 0, 0, 0]))
+                tls.write_all(&mysql_packet(seq + 1, &[0, 0, 0, 2, 0, 0, 0]))
                     .unwrap();
                 tls.flush().unwrap();
                 let _ = read_packet(&mut tls); // COM_QUIT
                 return Ok(());
             }
             let (_, response) = read_packet(&mut s);
-            let ok = packet(0, &[0, 0, 0, 2, 0, 0, 0]);
+            let ok = mysql_packet(0, &[0, 0, 0, 2, 0, 0, 0]);
             let deny = |s: &mut TcpStream, seq: u8| {
                 let mut e = vec![0xff, 0x15, 0x04];
                 e.extend_from_slice(
                     b"#28000Access denied for user 'airflow'@'127.0.0.1' (using password: YES)",
                 );
-                s.write_all(&packet(seq, &e)).unwrap();
+                s.write_all(&mysql_packet(seq, &e)).unwrap();
             };
             match path {
                 Sha2Path::Fast => {
@@ -255,21 +249,21 @@ impl FakeMysql {
                         deny(&mut s, 2);
                         return Err("wrong scramble".into());
                     }
-                    s.write_all(&packet(2, &[0x01, 0x03])).unwrap();
+                    s.write_all(&mysql_packet(2, &[0x01, 0x03])).unwrap();
                     let mut ok = ok;
                     ok[3] = 3;
                     s.write_all(&ok).unwrap();
                 }
                 Sha2Path::FullTls => unreachable!(),
                 Sha2Path::FullRsa => {
-                    s.write_all(&packet(2, &[0x01, 0x04])).unwrap();
+                    s.write_all(&mysql_packet(2, &[0x01, 0x04])).unwrap();
                     let (seq, ask) = read_packet(&mut s);
                     if ask != [0x02] {
                         return Err(format!("expected a key request, got {ask:?}"));
                     }
                     let mut pem = vec![0x01];
                     pem.extend_from_slice(&std::fs::read(&public).unwrap());
-                    s.write_all(&packet(seq + 1, &pem)).unwrap();
+                    s.write_all(&mysql_packet(seq + 1, &pem)).unwrap();
                     let (seq, encrypted) = read_packet(&mut s);
                     let cipher = key.with_extension("bin");
                     std::fs::write(&cipher, &encrypted).unwrap();

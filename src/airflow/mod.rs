@@ -5,6 +5,7 @@
 
 pub mod celery;
 pub mod components;
+pub mod flags;
 pub mod healthcheck;
 pub mod jobs;
 pub mod migrations;
@@ -210,7 +211,13 @@ fn health_verdict(
         healthcheck::Check::CeleryWorker => {
             let path = layers.get("PATH").map(OsString::from);
             let mut run = crate::supervisor::steps::command_runner(inbox, layers.child_env(), path);
-            celery::health(inbox, layers, settings.hostname.as_deref(), &mut run)
+            celery::health(
+                inbox,
+                layers,
+                settings.hostname.as_deref(),
+                &mut run,
+                deadline,
+            )
         }
         check => healthcheck::run_within(
             &check,

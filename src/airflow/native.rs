@@ -47,27 +47,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<NativeCommand>, String> {
     let Some((action, flags)) = rest.split_first() else {
         return Ok(None);
     };
-    let args: Vec<&str> = flags
-        .iter()
-        .map(|a| a.to_str().ok_or("an argument that is not UTF-8"))
-        .collect::<Result<_, _>>()?;
-    // `--flag=value` and `--flag value` alike.
-    let mut split = Vec::new();
-    for arg in args {
-        match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                split.push(flag.to_string());
-                split.push(value.to_string());
-            }
-            _ => split.push(arg.to_string()),
-        }
-    }
-    let mut items = split.into_iter();
-    let value = |items: &mut std::vec::IntoIter<String>, flag: &str| {
-        items
-            .next()
-            .ok_or_else(|| format!("{flag} without a value"))
-    };
+    let mut items = super::flags::FlagWords::new(flags)?;
     match (sub, action.to_str()) {
         ("jobs", Some("check")) => {
             let (mut job_type, mut hostname, mut local, mut limit, mut allow_multiple) =
@@ -75,16 +55,16 @@ pub fn parse(argv: &[OsString]) -> Result<Option<NativeCommand>, String> {
             while let Some(flag) = items.next() {
                 match flag.as_str() {
                     "--job-type" => {
-                        let v = value(&mut items, &flag)?;
+                        let v = items.value_of(&flag)?;
                         if !JOB_TYPES.contains(&v.as_str()) {
                             return Err(format!("--job-type {v} is not one Airflow accepts"));
                         }
                         job_type = Some(v);
                     }
-                    "--hostname" => hostname = Some(value(&mut items, &flag)?),
+                    "--hostname" => hostname = Some(items.value_of(&flag)?),
                     "--local" => local = true,
                     "--limit" => {
-                        let v = value(&mut items, &flag)?;
+                        let v = items.value_of(&flag)?;
                         limit = v
                             .parse::<u64>()
                             .map_err(|_| format!("--limit {v} is not a whole number"))?;
@@ -107,7 +87,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<NativeCommand>, String> {
             while let Some(flag) = items.next() {
                 match flag.as_str() {
                     "-t" | "--migration-wait-timeout" => {
-                        let v = value(&mut items, &flag)?;
+                        let v = items.value_of(&flag)?;
                         timeout = v
                             .parse::<u64>()
                             .map_err(|_| format!("{flag} {v} is not a whole number"))?;

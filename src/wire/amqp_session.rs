@@ -238,8 +238,11 @@ impl Session {
         let _server_properties = cursor.longstr().map_err(broken)?;
         let mechanisms = String::from_utf8_lossy(cursor.longstr().map_err(broken)?).into_owned();
         if !mechanisms.split_whitespace().any(|m| m == "PLAIN") {
+            // The list is the server's bytes (up to a frame): shown as
+            // a server text, never whole.
             return Err(Verdict::Fatal(format!(
-                "the broker offers no PLAIN login (it offers: {mechanisms})"
+                "the broker offers no PLAIN login (it offers: {})",
+                super::server_text(&mechanisms, &[])
             )));
         }
         let user = target.user.as_deref().unwrap_or("guest");
@@ -266,11 +269,17 @@ impl Session {
                     .shortstr("en_US"),
             )
             .map_err(broken)?;
+        // A refusal may quote what we sent: the URL's password is masked
+        // too (not the default "guest", which is also the user's name).
+        let sent: Vec<&str> = target.password.as_deref().into_iter().collect();
         let refused = |f: Failure| match f {
-            Failure::Refused { code, text } => Verdict::Fatal(match code {
-                403 => format!("the broker refused the login (wrong user or password): {text}"),
-                530 => format!("the broker refused the vhost: {text}"),
-                _ => format!("the broker answered {code} {text}"),
+            Failure::Refused { code, text } => Verdict::Fatal({
+                let text = super::server_text(&text, &sent);
+                match code {
+                    403 => format!("the broker refused the login (wrong user or password): {text}"),
+                    530 => format!("the broker refused the vhost: {text}"),
+                    _ => format!("the broker answered {code} {text}"),
+                }
             }),
             Failure::Broken(why) => Verdict::NotYet(why),
         };
@@ -524,10 +533,12 @@ impl Session {
                     CHANNEL_CLOSE_OK
                 };
                 let _ = self.send_method(frame.channel, reply, Args::default());
+                // The server's text, shown as every server text is
+                // (`server_text`: one line, masked), and shorter still.
                 let text: String = text.chars().take(200).collect();
                 return Err(Failure::Refused {
                     code,
-                    text: crate::redact::redact(&text).into_owned(),
+                    text: super::server_text(&text, &[]),
                 });
             }
             return Ok((id, args));
@@ -598,24 +609,9 @@ mod tests {
     use super::*;
 
     /// A session over canned server bytes; what it writes is dropped.
-    struct Canned(std::io::Cursor<Vec<u8>>);
-    impl Read for Canned {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-    impl Write for Canned {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn session(bytes: Vec<u8>) -> Session {
         Session {
-            conn: Box::new(Canned(std::io::Cursor::new(bytes))),
+            conn: crate::wire::transport::scripted(&bytes),
             frame_max: FRAME_MAX,
         }
     }
@@ -687,6 +683,26 @@ mod tests {
         let mut short = Vec::new();
         frame(&mut short, FRAME_METHOD, 1, &[0, 60, 0, 60, 5]);
         assert!(session(short).next_delivery().is_err());
+    }
+
+    #[test]
+    fn a_refusal_text_is_one_line() {
+        let mut out = Vec::new();
+        let args = Args::default()
+            .short(406)
+            .shortstr("PRECONDITION_FAILED\r\nforged: line")
+            .short(50)
+            .short(10);
+        frame(
+            &mut out,
+            FRAME_METHOD,
+            1,
+            &method_payload(CHANNEL_CLOSE, args),
+        );
+        match session(out).next_delivery() {
+            Err(Failure::Refused { text, .. }) => assert!(!text.contains('\n'), "{text}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -548,23 +548,7 @@ pub fn classify_code(code: u16, message: &str) -> Verdict {
 mod tests {
     use super::*;
 
-    /// A scripted server: what it will send, and a sink for what we send.
-    struct Scripted(std::io::Cursor<Vec<u8>>);
-
-    impl std::io::Read for Scripted {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-
-    impl std::io::Write for Scripted {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::wire::transport::scripted;
 
     fn packet(sequence: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
@@ -598,11 +582,7 @@ mod tests {
     fn login_with(server: Vec<u8>) -> Result<Session, Verdict> {
         let target = target();
         let endpoint = target.endpoints[0].clone();
-        Session::login(
-            Box::new(Scripted(std::io::Cursor::new(server))),
-            &target,
-            &endpoint,
-        )
+        Session::login(scripted(&server), &target, &endpoint)
     }
 
     /// A login that a scripted server accepts, then `rest` for the query.

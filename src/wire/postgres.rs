@@ -364,27 +364,7 @@ pub fn classify_sqlstate(code: &str, message: &str) -> Verdict {
 mod tests {
     use super::*;
 
-    /// A scripted server: what it will send; what we send is dropped.
-    struct Scripted(std::io::Cursor<Vec<u8>>);
-
-    impl std::io::Read for Scripted {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-
-    impl std::io::Write for Scripted {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn scripted(server: &[u8]) -> Conn {
-        Box::new(Scripted(std::io::Cursor::new(server.to_vec())))
-    }
+    use crate::wire::transport::scripted;
 
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {
         frontend(tag, body)

@@ -17,6 +17,31 @@ const MAX_ITEMS: usize = 1024;
 const MAX_DEPTH: usize = 4;
 /// The longest simple-string, error or length line.
 const MAX_LINE: usize = 4096;
+/// The most one whole reply may hold, however it nests: the limits above
+/// apply to each part, and without these arrays of arrays of bulk strings
+/// would let a server fill memory for as long as the deadline allows.
+const MAX_REPLY_BYTES: usize = 4 * MAX_BULK;
+const MAX_REPLY_VALUES: usize = 4 * MAX_ITEMS;
+
+/// What is left of one reply's limits while it is read.
+struct Allowance {
+    bytes: usize,
+    values: usize,
+}
+
+impl Allowance {
+    fn spend(&mut self, bytes: usize) -> Result<(), String> {
+        self.values = self
+            .values
+            .checked_sub(1)
+            .ok_or_else(|| format!("a reply of more than {MAX_REPLY_VALUES} values"))?;
+        self.bytes = self
+            .bytes
+            .checked_sub(bytes)
+            .ok_or_else(|| format!("a reply of more than {MAX_REPLY_BYTES} bytes"))?;
+        Ok(())
+    }
+}
 
 /// One RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +102,20 @@ fn length(text: &str, what: &str, max: usize) -> Result<Option<usize>, String> {
 
 /// Reads one reply; `Err` is a reason for the log (not the server's text).
 pub fn read_value(reader: &mut impl BufRead) -> Result<Value, String> {
-    read_nested(reader, 0)
+    let mut allowance = Allowance {
+        bytes: MAX_REPLY_BYTES,
+        values: MAX_REPLY_VALUES,
+    };
+    read_nested(reader, 0, &mut allowance)
 }
 
-fn read_nested(reader: &mut impl BufRead, depth: usize) -> Result<Value, String> {
+fn read_nested(
+    reader: &mut impl BufRead,
+    depth: usize,
+    allowance: &mut Allowance,
+) -> Result<Value, String> {
     let head = line(reader)?;
+    allowance.spend(head.len())?;
     let mut chars = head.chars();
     let kind = chars.next().ok_or("an empty reply line")?;
     let rest = chars.as_str();
@@ -95,6 +129,10 @@ fn read_nested(reader: &mut impl BufRead, depth: usize) -> Result<Value, String>
         '$' => match length(rest, "bulk string", MAX_BULK)? {
             None => Ok(Value::Bulk(None)),
             Some(n) => {
+                allowance.bytes = allowance
+                    .bytes
+                    .checked_sub(n)
+                    .ok_or_else(|| format!("a reply of more than {MAX_REPLY_BYTES} bytes"))?;
                 let mut data = vec![0u8; n + 2];
                 reader.read_exact(&mut data).map_err(|e| io_reason(&e))?;
                 if !data.ends_with(b"\r\n") {
@@ -113,7 +151,7 @@ fn read_nested(reader: &mut impl BufRead, depth: usize) -> Result<Value, String>
                 Some(n) => {
                     let mut items = Vec::with_capacity(n);
                     for _ in 0..n {
-                        items.push(read_nested(reader, depth + 1)?);
+                        items.push(read_nested(reader, depth + 1, allowance)?);
                     }
                     Ok(Value::Array(Some(items)))
                 }
@@ -213,8 +251,11 @@ pub fn describe(value: &Value) -> String {
         Value::Bulk(Some(b)) => format!("a bulk string of {} bytes", b.len()),
         Value::Array(Some(items)) => format!("an array of {}", items.len()),
     };
+    // A server's text goes out the one way server texts do: one line,
+    // every URL's password masked, and Redis's echo of the arguments we
+    // sent ("with args beginning with: ...") cut off.
     let short: String = text.chars().take(60).collect();
-    crate::redact::redact(&short).into_owned()
+    super::server_text(&short, &[])
 }
 
 #[cfg(test)]
@@ -258,6 +299,19 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} must not decode");
         }
+        // Each part within its limit, the whole past the reply's.
+        let bulk = format!("${MAX_BULK}\r\n{}\r\n", "x".repeat(MAX_BULK));
+        let mut many = b"*5\r\n".to_vec();
+        for _ in 0..5 {
+            many.extend_from_slice(bulk.as_bytes());
+        }
+        assert!(parse(&many).is_err());
+        let mut nested = b"*1024\r\n".to_vec();
+        for _ in 0..1024 {
+            nested.extend_from_slice(b"*8\r\n");
+            nested.extend_from_slice(&b":1\r\n".repeat(8));
+        }
+        assert!(parse(&nested).is_err());
         let long = vec![b'+'; MAX_LINE + 10];
         assert!(parse(&long).is_err());
         assert!(parse(format!("${}\r\n", MAX_BULK + 1).as_bytes()).is_err());
@@ -269,6 +323,14 @@ mod tests {
             encode(&[b"AUTH", b"pw"]),
             b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn a_description_never_carries_the_arguments_redis_echoes() {
+        let text = describe(&Value::Error(
+            "ERR unknown command 'X', with args beginning with: 'pw12'".to_string(),
+        ));
+        assert!(!text.contains("pw12"), "{text}");
     }
 
     #[test]

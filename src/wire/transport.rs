@@ -443,6 +443,27 @@ pub fn write_all(conn: &mut impl Write, buf: &[u8]) -> Result<(), Verdict> {
         .map_err(|e| Verdict::NotYet(io_reason(&e)))
 }
 
+/// The wire clients' unit tests: a connection that plays a server's
+/// canned bytes and drops whatever is written to it.
+#[cfg(test)]
+pub fn scripted(server: &[u8]) -> Conn {
+    struct Scripted(std::io::Cursor<Vec<u8>>);
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    Box::new(Scripted(std::io::Cursor::new(server.to_vec())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

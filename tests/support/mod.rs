@@ -7,6 +7,7 @@
 pub mod airflow;
 pub mod cgroup;
 pub mod servers;
+pub mod wire_bytes;
 
 use std::ffi::OsStr;
 use std::fs;

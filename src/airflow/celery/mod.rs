@@ -84,31 +84,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
     let Some(args) = celery_args(argv) else {
         return Ok(None);
     };
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| {
-            a.to_str()
-                .map(str::to_string)
-                .ok_or("an argument that is not UTF-8")
-        })
-        .collect::<Result<_, _>>()?;
-    // `--flag=value` and `--flag value` alike.
-    let mut words = Vec::new();
-    for arg in args {
-        match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                words.push(flag.to_string());
-                words.push(value.to_string());
-            }
-            _ => words.push(arg),
-        }
-    }
-    let mut words = words.into_iter();
-    let value = |words: &mut std::vec::IntoIter<String>, flag: &str| {
-        words
-            .next()
-            .ok_or_else(|| format!("{flag} without a value"))
-    };
+    let mut words = crate::airflow::flags::FlagWords::new(args)?;
     let (mut app, mut broker, mut quiet) = (None, None, false);
     // The `celery` group's options, then the sub-command.
     loop {
@@ -116,8 +92,8 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
             return Err("no sub-command".into());
         };
         match word.as_str() {
-            "-A" | "--app" => app = Some(value(&mut words, &word)?),
-            "-b" | "--broker" => broker = Some(value(&mut words, &word)?),
+            "-A" | "--app" => app = Some(words.value_of(&word)?),
+            "-b" | "--broker" => broker = Some(words.value_of(&word)?),
             "-q" | "--quiet" => quiet = true,
             "-C" | "--no-color" | "--skip-checks" => {}
             "inspect" => break,
@@ -137,7 +113,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
     while let Some(word) = words.next() {
         match word.as_str() {
             "-t" | "--timeout" => {
-                let v = value(&mut words, &word)?;
+                let v = words.value_of(&word)?;
                 timeout = v
                     .parse::<f64>()
                     .ok()
@@ -145,7 +121,7 @@ pub fn parse(argv: &[OsString]) -> Result<Option<Ping>, String> {
                     .ok_or_else(|| format!("{word} {v} is not a number of seconds"))?;
             }
             "-d" | "--destination" => {
-                let v = value(&mut words, &word)?;
+                let v = words.value_of(&word)?;
                 destinations.extend(
                     v.split(',')
                         .map(str::trim)
@@ -481,7 +457,7 @@ pub fn answer_ping(
                 Some(after) => {
                     online = 1;
                     if ping.json {
-                        out.push_str(&format!("{{\"{node}\": {{\"ok\": \"pong\"}}}}\n"));
+                        out.push_str(&format!("{{{}}}\n", json_pong(&node)));
                     } else {
                         out.push_str(&say_ok(ping.quiet, &node, "heartbeat (remote control is off)"));
                     }
@@ -506,7 +482,7 @@ pub fn answer_ping(
                     NodeVerdict::Healthy(detail) => {
                         online += 1;
                         tracing::debug!("{detail}");
-                        json_items.push(format!("\"{node}\": {{\"ok\": \"pong\"}}"));
+                        json_items.push(json_pong(node));
                         out.push_str(&say_ok(ping.quiet, node, "pong"));
                     }
                     NodeVerdict::Unhealthy(why) => problems.push(why),
@@ -564,6 +540,13 @@ fn hand_to_celery(layers: &Layered, node: &str, why: &str) -> String {
     format!("cannot run celery: {error}")
 }
 
+/// One node's entry in `--json` output, `"NODE": {"ok": "pong"}`: the
+/// name comes from the broker, so it is a JSON string, escaped.
+fn json_pong(node: &str) -> String {
+    let name = serde_json::Value::from(node).to_string();
+    format!("{name}: {{\"ok\": \"pong\"}}")
+}
+
 /// Celery's reply line for one node and its indented body.
 fn say_ok(quiet: bool, node: &str, body: &str) -> String {
     // Celery writes its arrow and a space before the line's own space.
@@ -589,13 +572,15 @@ fn node_to_check(here: &[LocalWorker], hostname: Option<&str>) -> String {
 }
 
 /// `--healthcheck worker`: this container's worker (or `celery@HOST`),
-/// within 5 s. Ok(detail) healthy, Err(reason) not. A broker or set-up it
-/// cannot ask natively goes to the real `celery … inspect ping` (exec).
+/// by `deadline` (the check's 5 s). Ok(detail) healthy, Err(reason) not.
+/// A broker or set-up it cannot ask natively goes to the real `celery …
+/// inspect ping` (exec).
 pub fn health(
     inbox: &SignalInbox,
     layers: &Layered,
     hostname: Option<&str>,
     run: &mut Runner<'_>,
+    deadline: Instant,
 ) -> Result<String, String> {
     let here = local_workers();
     let node = node_to_check(&here, hostname);
@@ -604,7 +589,9 @@ pub fn health(
         Ok(Err(why)) => return Err(hand_to_celery(layers, &node, &why)),
         Err(failure) => return Err(failure.message),
     };
-    let budget = HEALTHCHECK_WAIT;
+    // At most HEALTHCHECK_WAIT, and no more than is left of the check:
+    // resolving the broker URL (a `_CMD`) has already spent some of it.
+    let budget = HEALTHCHECK_WAIT.min(deadline.saturating_duration_since(Instant::now()));
     let asked = match ask(inbox, &plan, std::slice::from_ref(&node), budget) {
         Ok(Ok(asked)) => asked,
         Ok(Err(e)) => return Err(broker_line(&plan, &e)),
@@ -827,6 +814,12 @@ mod tests {
             judge("n", Some(&error), None),
             NodeVerdict::Unhealthy(_)
         ));
+    }
+
+    #[test]
+    fn a_json_entry_escapes_the_node_name() {
+        assert_eq!(json_pong("celery@w-0"), r#""celery@w-0": {"ok": "pong"}"#);
+        assert_eq!(json_pong(r#"a"b"#), r#""a\"b": {"ok": "pong"}"#);
     }
 
     #[test]
