@@ -5,6 +5,8 @@
 //! signal mask and dispositions untouched. It runs before anything else in
 //! `main`, and must never exec itself.
 
+#![cfg_attr(test, allow(dead_code))]
+
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
