@@ -308,7 +308,10 @@ mod tests {
     #[test]
     fn a_shell_that_execs_a_component_is_that_component() {
         let chart = plan(&argv(&["bash", "-c", "exec airflow celery worker"]), 3);
-        assert_eq!(chart.argv, argv(&["bash", "-c", "exec airflow celery worker"]));
+        assert_eq!(
+            chart.argv,
+            argv(&["bash", "-c", "exec airflow celery worker"])
+        );
         assert_eq!(chart.component, argv(&["airflow", "celery", "worker"]));
         assert!(chart.celery_worker && chart.child_scope && chart.needs_database);
         let scheduler = plan(&argv(&["sh", "-c", "exec scheduler"]), 3);

@@ -211,12 +211,10 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
             port: port_flag(args).unwrap_or_else(|| port("webserver", "web_server_port", 8080)),
             path: "/health",
         },
-        Some(("scheduler", _)) if !health_server_on() => {
-            Check::Jobs {
-                job_type: "SchedulerJob",
-                why: "from the job table: the scheduler's health server is off",
-            }
-        }
+        Some(("scheduler", _)) if !health_server_on() => Check::Jobs {
+            job_type: "SchedulerJob",
+            why: "from the job table: the scheduler's health server is off",
+        },
         Some(("scheduler", _)) => Check::Http {
             port: port("scheduler", "scheduler_health_check_server_port", 8974),
             path: "/health",
@@ -343,7 +341,11 @@ mod tests {
             }
         ));
         assert_eq!(
-            strip_interpreter(argv(&["/venv/bin/python3", "/venv/bin/airflow", "scheduler"])),
+            strip_interpreter(argv(&[
+                "/venv/bin/python3",
+                "/venv/bin/airflow",
+                "scheduler"
+            ])),
             argv(&["/venv/bin/airflow", "scheduler"])
         );
         assert_eq!(

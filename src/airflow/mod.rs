@@ -107,7 +107,10 @@ fn as_airflow_subcommand(part: Vec<OsString>, layers: &Layered) -> Vec<OsString>
         && !word.contains('/')
         && !word.starts_with('-')
         && !components::is_airflow_command(word)
-        && !matches!(word, "airflow" | "bash" | "python" | crate::clean_logs::COMMAND);
+        && !matches!(
+            word,
+            "airflow" | "bash" | "python" | crate::clean_logs::COMMAND
+        );
     if !plain {
         return part;
     }
@@ -118,7 +121,9 @@ fn as_airflow_subcommand(part: Vec<OsString>, layers: &Layered) -> Vec<OsString>
         return part;
     }
     tracing::info!("`{word}` is not a program on PATH: running `airflow {word}`, as the official entrypoint does");
-    std::iter::once(OsString::from("airflow")).chain(part).collect()
+    std::iter::once(OsString::from("airflow"))
+        .chain(part)
+        .collect()
 }
 
 /// `clean-logs` as a part of a group: this binary, by its own path.

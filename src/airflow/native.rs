@@ -368,7 +368,11 @@ mod tests {
             "check",
             "--unknown-flag"
         ])));
-        assert!(!is_probe(&argv(&["/opt/airflow-venv/bin/airflow", "dags", "list"])));
+        assert!(!is_probe(&argv(&[
+            "/opt/airflow-venv/bin/airflow",
+            "dags",
+            "list"
+        ])));
     }
 
     #[test]
@@ -386,7 +390,10 @@ mod tests {
             full.extend(want.iter().cloned());
             assert_eq!(celery_command(&full), Some(&want[..]), "{prefix:?}");
         }
-        assert_eq!(celery_command(&argv(&["airflow", "celery", "worker"])), None);
+        assert_eq!(
+            celery_command(&argv(&["airflow", "celery", "worker"])),
+            None
+        );
         assert_eq!(celery_command(&argv(&["python", "-m", "airflow"])), None);
         assert_eq!(celery_command(&argv(&["pythonx", "-m", "celery"])), None);
     }
