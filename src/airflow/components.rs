@@ -99,11 +99,13 @@ pub fn shell_exec_target(command: &[OsString]) -> Option<Vec<OsString>> {
     if !matches!(shell, "bash" | "sh" | "dash") || flag != "-c" {
         return None;
     }
-    let script = script.to_str()?;
+    // The chart writes some as `exec \<newline>airflow ...`: a backslash
+    // before a newline is removed by the shell (a line continuation).
+    let script = script.to_str()?.replace("\\\n", "");
     if script.contains(|c: char| ";|&<>$`()\n{}*?[]~#".contains(c)) {
         return None;
     }
-    let words = crate::shell_words::split(script).ok()?;
+    let words = crate::shell_words::split(&script).ok()?;
     let (exec, rest) = words.split_first()?;
     if exec != "exec" || rest.is_empty() || rest[0].contains('=') {
         return None;
@@ -314,6 +316,8 @@ mod tests {
         );
         assert_eq!(chart.component, argv(&["airflow", "celery", "worker"]));
         assert!(chart.celery_worker && chart.child_scope && chart.needs_database);
+        let continued = plan(&argv(&["bash", "-c", "exec \\\nairflow celery worker"]), 3);
+        assert_eq!(continued.component, argv(&["airflow", "celery", "worker"]));
         let scheduler = plan(&argv(&["sh", "-c", "exec scheduler"]), 3);
         assert_eq!(scheduler.component, argv(&["airflow", "scheduler"]));
         for script in [
