@@ -226,9 +226,13 @@ WORKDIR /usr/local/airflow
 EXPOSE 8080
 # The entrypoint forwards SIGTERM to the component and exits as it did.
 STOPSIGNAL SIGTERM
-# Asks the running component's own health endpoint (api-server, webserver,
-# scheduler with AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True); other
-# commands count as healthy while they run. Answers within 5 s.
+# Asks the component that really runs (PID 1's child, so also under the
+# Helm chart's `bash -c "exec airflow scheduler"`; each part of `all` or a
+# `+` group) on its own endpoint: the api-server's or webserver's health,
+# the scheduler's health server or its jobs' heartbeats, the triggerer's
+# and dag-processor's heartbeats. A stopped or exited component is
+# unhealthy at once; one with nothing to ask (bash, a worker until its
+# native ping lands) is said to be so, exit 0. Answers within 5 s.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
   CMD ["/usr/local/bin/airflow-entrypoint", "--healthcheck"]
 # The image starts as root: the entrypoint drops to ASTRONOMER_USER itself.
