@@ -42,7 +42,7 @@
 # Only the binary, to `COPY --from=` into another Airflow image:
 #   docker build --target entrypoint -t airflow-entrypoint:0.1.0 .
 #
-# Both architectures in one image (see README "Other architectures"):
+# Both architectures in one image (see docs/deployment.md "Other architectures"):
 #   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/airflow:TAG --push .
 
 ARG RUST_IMAGE=docker.io/library/rust:1-slim-bookworm

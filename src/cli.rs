@@ -220,8 +220,8 @@ pub fn help_text() -> String {
     }
     out.push_str(
         "  --wait-only [COMMAND]\n                   wait for what COMMAND would wait for (the metadata database when\n                   no COMMAND is given; `--wait-only worker` also the broker), then\n                   exit 0 without starting anything (init containers, health checks)\n  \
-         --healthcheck [COMMAND]\n                   ask the running component's health endpoint (api-server, webserver,\n                   scheduler with its health check on); exit 0 healthy, 1 not, within 5 s.\n                   COMMAND defaults to PID 1's own (for a Docker HEALTHCHECK)\n  \
-         --print-env      print every AIRFLOW*/ASTRONOMER* variable with the layer it came from\n                   (secrets masked), then exit; drops nothing, runs nothing\n  \
+         --healthcheck [COMMAND]\n                   ask the running component: the api-server's or webserver's health\n                   endpoint, the scheduler's health server when on, else this host's\n                   newest scheduler, triggerer or dag-processor job in the job table;\n                   exit 0 healthy, 1 not, within 5 s. Other components (a Celery\n                   worker) are not asked: exit 0 while the container runs.\n                   COMMAND defaults to PID 1's own (for a Docker HEALTHCHECK)\n  \
+         --print-env      print every AIRFLOW*, ASTRONOMER* and _AIRFLOW* variable with the layer\n                   it came from (secrets masked), then exit; drops nothing, runs nothing\n  \
          -h, --help       print this help\n  -V, --version    print the version\n  \
          --list-settings  print every setting (and compatibility variable) as a markdown table\n\n\
          Exit codes: the child's own; 128+N if it died of signal N; 64 usage error;\n\
@@ -234,7 +234,7 @@ pub fn help_text() -> String {
     out
 }
 
-/// The README's settings table: name, flag, type, default, meaning.
+/// The settings table of docs/configuration.md: name, flag, type, default, meaning.
 pub fn settings_table() -> String {
     let mut out =
         String::from("| Variable | Flag | Type | Default | Meaning |\n|---|---|---|---|---|\n");

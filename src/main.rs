@@ -176,7 +176,9 @@ fn start(inbox: &SignalInbox, caller: Caller) -> Result<Started, Failure> {
     if wait_only {
         return Ok(Started::Done(0));
     }
-    if let Some(code) = airflow::native::answer(inbox, &settings, &layers, &members, &database)? {
+    if let Some(code) =
+        airflow::native::answer(inbox, &settings, &layers, &members, &database, &mut run)?
+    {
         return Ok(Started::Done(code));
     }
     if caller.probe {

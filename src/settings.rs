@@ -1,6 +1,6 @@
 //! The entrypoint's own settings: `AIRFLOW_ENTRYPOINT_*` variables (read with
 //! envy) overridden by flags, validated once into one typed struct. Owns the
-//! one table of settings that `--help`, the flag parser and the README share.
+//! one table of settings that `--help`, the flag parser and the settings table of docs/configuration.md share.
 //! A malformed value is a configuration error naming its source, never a default.
 
 use std::collections::BTreeMap;
@@ -69,12 +69,12 @@ const fn compat(
     }
 }
 
-/// Every setting the entrypoint reads, in the order the README lists them.
+/// Every setting the entrypoint reads, in the order --list-settings and docs/configuration.md list them.
 pub const SETTINGS: &[SettingDoc] = &[
     own("LOG_FORMAT", "`text`\\|`json`", "`text`", "Format of the entrypoint's own log lines on stderr: human text, or one JSON object a line (`timestamp`, `level`, `phase`, `message` and the event's fields)."),
     own("LOG_LEVEL", "`error`\\|`warn`\\|`info`\\|`debug`\\|`trace`", "`info`", "Least severe level of the entrypoint's own log lines that is written."),
     own("SIGNAL_SCOPE", "`group`\\|`child`", "per command (`group`)", "Where forwarded signals go: the child's whole process group, or only the child. Wins over `DUMB_INIT_SETSID`."),
-    own("GRACE_PERIOD", "seconds", "unset (never)", "After forwarding TERM, INT or QUIT, SIGKILL the child's group if it is still alive this long after. Unset: never escalate."),
+    own("GRACE_PERIOD", "seconds", "unset (never)", "After forwarding TERM, INT or QUIT, SIGKILL the child's group if it is still alive this long after. Unset: never escalate (several components: 30 s)."),
     own("KILL_TIMEOUT", "seconds", "`5`", "After the main child exits, the processes left behind get SIGTERM, then SIGKILL after this long."),
     own("TERM_DELAY", "seconds", "`0`", "Hold a SIGTERM this long before forwarding it (lets a Kubernetes Service drop the endpoint first). A second TERM or an INT forwards at once."),
     own("EXIT_CODE_MAP", "`FROM:TO,...`", "unset", "Rewrites the child's exit status on the way out (128+N for signal N counts), e.g. `143:0`. Never applies to the entrypoint's own failures."),
@@ -91,7 +91,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("WAIT_INTERVAL", "seconds", "`0.25`", "Longest pause between two attempts, above 0; they start 50 ms apart and back off with jitter up to this (up to 0.1 s while the port is closed)."),
     own("WAIT_FOR_MIGRATIONS", "bool", "`false`", "After the metadata database answers, also wait (within the same budget) until its `alembic_version` (and `alembic_version_fab` when FAB's DB manager runs) holds the heads of the installed migration files. With `--wait-only` it replaces `airflow db check-migrations` in init containers."),
     own("MIGRATE", "`auto`\\|`always`", "`auto`", "With `_AIRFLOW_DB_MIGRATE=true`: `auto` skips `airflow db migrate` when the schema is already at the installed heads (one log line); `always` runs it every time."),
-    own("NATIVE_CHECKS", "bool", "`true`", "Answer `airflow jobs check ...` and `airflow db check-migrations ...` natively from the database, without starting Python; hands them to the real `airflow` for a flag it does not know or a custom `hostname_callable`."),
+    own("NATIVE_CHECKS", "bool", "`true`", "Answer `airflow jobs check ...` and `airflow db check-migrations ...` natively from the database, without starting Python; hands them to the real `airflow` for a flag it does not know, a custom `hostname_callable`, a SQLite database, or a database that was not waited for (`--wait never`)."),
     own("HOSTNAME", "name", "as Airflow's default `hostname_callable`", "The host name Airflow records for this container's jobs, for `--healthcheck` and `airflow jobs check --local` when `[core] hostname_callable` is not the default."),
     own("INIT_DIR", "path", "`/etc/airflow-entrypoint/init.d`", "Every executable file here runs, in lexical order, as the service user after the wait and before the command; a failing one stops start-up. A missing default directory is fine."),
     own("RESTART", "`always`\\|`never`", "`always`", "Several components (`scheduler + api-server ...`): restart one that exits, with back-off (1 s doubling to 60 s, jitter, reset after 5 minutes up), or `never`: stop everything and exit with its status."),

@@ -28,6 +28,8 @@ pub enum Check {
         /// Why the job table was asked, for the verdict line.
         why: &'static str,
     },
+    /// The Celery worker: its broker's remote-control mailbox.
+    CeleryWorker,
     /// Nothing to ask: the component has no health endpoint. The line says
     /// so; the process's state (when its PID is known) is all that is read.
     Running(String),
@@ -227,8 +229,9 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
             job_type: "DagProcessorJob",
             why: "from the job table",
         },
-        // The worker's own ping (the worker-liveness engine) is asked here
-        // once it lands; until then its process state is all there is.
+        Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker") => {
+            Check::CeleryWorker
+        }
         Some((sub, _)) => Check::Running(format!("airflow {sub} has no health endpoint to ask")),
         None => Check::Running(format!(
             "{} is not an Airflow component with a health endpoint",
@@ -252,7 +255,9 @@ pub fn run_within(check: &Check, budget: Duration) -> Result<String, String> {
         Check::Http { port, path } => {
             http_get(*port, path, budget).map(|d| format!("{d} (the component's health server)"))
         }
-        Check::Jobs { .. } => Err("the job table is read by the caller".into()),
+        Check::Jobs { .. } | Check::CeleryWorker => {
+            Err("the broker or job table is read by the caller".into())
+        }
     }
 }
 
@@ -399,6 +404,15 @@ mod tests {
                 port: 8974,
                 path: "/health"
             }
+        );
+        assert_eq!(plan(&argv(&["worker"]), &layers, 3), Check::CeleryWorker);
+        assert_eq!(
+            plan(
+                &argv(&["airflow", "celery", "worker", "-q", "a"]),
+                &layers,
+                3
+            ),
+            Check::CeleryWorker
         );
         layers.set("AIRFLOW__API__PORT", "9090".into(), Source::Container);
         assert_eq!(

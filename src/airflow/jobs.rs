@@ -139,6 +139,12 @@ pub fn custom_hostname_callable(layers: &Layered) -> Result<Option<String>, Fail
 /// gethostname() (AI_CANONNAME, datagram sockets), else the host name. Not
 /// Python's `socket.getfqdn`, which asks gethostbyaddr and can differ.
 pub fn airflow_fqdn() -> String {
+    let name = host_name();
+    canonical_name(&name).unwrap_or(name)
+}
+
+/// The kernel's host name (Python's `socket.gethostname()`).
+pub fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is writable for its length; gethostname NUL-terminates
     // within it on success (glibc/musl truncate at the length given).
@@ -147,8 +153,7 @@ pub fn airflow_fqdn() -> String {
         return String::new();
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-    canonical_name(&name).unwrap_or(name)
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn canonical_name(name: &str) -> Option<String> {

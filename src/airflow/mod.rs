@@ -3,6 +3,7 @@
 //! steps (pip, migrate, admin user, init scripts) and the health checks.
 //! Every subprocess it needs runs through the supervisor's spawn and reap.
 
+pub mod celery;
 pub mod components;
 pub mod healthcheck;
 pub mod jobs;
@@ -260,6 +261,12 @@ fn health_verdict(
                 healthcheck::Check::Jobs { job_type, why } => {
                     job_health(inbox, settings, layers, job_type)
                         .map(|detail| format!("{detail} ({why})"))
+                }
+                healthcheck::Check::CeleryWorker => {
+                    let path = layers.get("PATH").map(OsString::from);
+                    let mut run =
+                        crate::supervisor::steps::command_runner(inbox, layers.child_env(), path);
+                    celery::health(inbox, layers, &mut run)
                 }
                 check => healthcheck::run(&check),
             }?;

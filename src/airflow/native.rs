@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::airflow::jobs::{self, JobFilter, JOB_TYPES};
 use crate::airflow::version::Version;
 use crate::env::layers::Layered;
+use crate::env::urls::Runner;
 use crate::error::Failure;
 use crate::readiness::schema::{current_revisions, pause_until};
 use crate::settings::Settings;
@@ -34,41 +35,15 @@ pub enum NativeCommand {
     },
 }
 
-/// True when COMMAND is a form answered natively (for the multi-call
-/// links: anything else goes to the real program at once).
+/// True when COMMAND is a form answered natively, Airflow's or Celery's
+/// (for the multi-call links: anything else goes to the real program at
+/// once).
 pub fn is_probe(argv: &[OsString]) -> bool {
-    matches!(parse(argv), Ok(Some(_)))
-}
-
-/// The arguments after `celery` when COMMAND runs Celery's own CLI, however
-/// it is called: `celery ARGS`, `/path/to/celery ARGS` (the multi-call link's
-/// real program), `python -m celery ARGS` or `python3 -m celery ARGS` (the
-/// Helm chart's worker probe). `airflow celery ...` is Airflow's CLI, not
-/// this. None for anything else.
-pub fn celery_command(argv: &[OsString]) -> Option<&[OsString]> {
-    let (first, rest) = argv.split_first()?;
-    let program = std::path::Path::new(first).file_name()?.to_str()?;
-    if program == "celery" {
-        return Some(rest);
-    }
-    let is_python = program == "python"
-        || program
-            .strip_prefix("python")
-            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
-    match rest {
-        [flag, module, args @ ..] if is_python && flag == "-m" && module == "celery" => Some(args),
-        _ => None,
-    }
+    matches!(super::celery::parse(argv), Ok(Some(_))) || matches!(parse(argv), Ok(Some(_)))
 }
 
 /// The command's native form, or why the real `airflow` must answer it.
 pub fn parse(argv: &[OsString]) -> Result<Option<NativeCommand>, String> {
-    if let Some(_celery_args) = celery_command(argv) {
-        // The Celery worker's `inspect ping` is answered here once the
-        // worker-liveness engine lands (issue 24, item 4); until then every
-        // Celery command goes to the real `celery`.
-        return Ok(None);
-    }
     let Some((sub, rest)) = crate::airflow::components::airflow_subcommand(argv) else {
         return Ok(None);
     };
@@ -157,6 +132,7 @@ pub fn answer(
     layers: &Layered,
     members: &[super::Member],
     database: &Option<Target>,
+    run: &mut Runner<'_>,
 ) -> Result<Option<i32>, Failure> {
     // Only a single command can be one of the checks.
     let [member] = members else {
@@ -165,6 +141,22 @@ pub fn answer(
     let argv = &member.planned.argv;
     if !settings.native_checks {
         return Ok(None);
+    }
+    match super::celery::parse(argv) {
+        Ok(None) => {}
+        Ok(Some(ping)) => {
+            return match super::celery::plan(layers, ping.broker.as_deref(), run)? {
+                Ok(plan) => super::celery::answer_ping(inbox, &ping, &plan, layers).map(Some),
+                Err(why) => {
+                    tracing::debug!("handing the command to celery: {why}");
+                    Ok(None)
+                }
+            };
+        }
+        Err(why) => {
+            tracing::debug!("handing the command to celery: {why}");
+            return Ok(None);
+        }
     }
     let command = match parse(argv) {
         Ok(Some(command)) => command,
@@ -373,29 +365,6 @@ mod tests {
             "dags",
             "list"
         ])));
-    }
-
-    #[test]
-    fn celery_is_found_however_it_is_called() {
-        let ping = ["--app", "x.app", "inspect", "ping", "-d", "celery@h"];
-        let want: Vec<OsString> = argv(&ping);
-        for prefix in [
-            &["celery"][..],
-            &["/opt/airflow-venv/bin/celery"],
-            &["python", "-m", "celery"],
-            &["python3", "-m", "celery"],
-            &["/usr/bin/python3.11", "-m", "celery"],
-        ] {
-            let mut full = argv(prefix);
-            full.extend(want.iter().cloned());
-            assert_eq!(celery_command(&full), Some(&want[..]), "{prefix:?}");
-        }
-        assert_eq!(
-            celery_command(&argv(&["airflow", "celery", "worker"])),
-            None
-        );
-        assert_eq!(celery_command(&argv(&["python", "-m", "airflow"])), None);
-        assert_eq!(celery_command(&argv(&["pythonx", "-m", "celery"])), None);
     }
 
     #[test]

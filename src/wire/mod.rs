@@ -4,10 +4,13 @@
 //! servers: it never retries, sleeps, reads signals or starts processes.
 
 pub mod amqp;
+pub mod amqp_session;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod resp;
 pub mod sql;
+pub mod timed;
 pub mod transport;
 pub mod url;
 
