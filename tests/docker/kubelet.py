@@ -151,11 +151,18 @@ class Pod:
                 for pod, spec, days in self.args.seed_file:
                     vol, _, rel = spec.partition("/")
                     if pod == self.name and vol == volume["name"]:
+                        # As the pod's own user would have written it.
+                        security = self.spec.get("securityContext", {})
+                        owner = (security.get("runAsUser", 0), security.get("fsGroup", 0))
                         file = os.path.join(path, rel)
-                        os.makedirs(os.path.dirname(file), exist_ok=True)
-                        os.chmod(os.path.dirname(file), 0o777)
+                        parent = path
+                        for part in os.path.dirname(rel).split("/"):
+                            parent = os.path.join(parent, part)
+                            os.makedirs(parent, exist_ok=True)
+                            os.chown(parent, *owner)
                         with open(file, "w") as out:
                             out.write("seeded by kubelet.py\n")
+                        os.chown(file, *owner)
                         when = time.time() - float(days) * 86400 - 60
                         os.utime(file, (when, when))
             else:
@@ -332,7 +339,9 @@ class Pod:
 
     def image_healthcheck(self, name):
         """The image's own HEALTHCHECK command, run in the container."""
-        test = json_loads(docker("inspect", "--format", "{{json .Config.Healthcheck}}", name).stdout)
+        # The image's, not the container's: a kubelet runs it with none.
+        test = json_loads(docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}",
+                                 self.args.image).stdout)
         command = (test or {}).get("Test") or []
         if command[:1] != ["CMD"]:
             return None, f"no CMD health check: {command}"
