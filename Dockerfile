@@ -206,7 +206,8 @@ RUN ["/usr/local/bin/airflow-entrypoint", "--version"]
 # - /entrypoint: this binary (the quick-start's init script and the Helm
 #   chart's probes call `/entrypoint airflow ...`);
 # - /clean-logs: the chart's log groomer runs `bash /clean-logs`, so it is a
-#   shell script, which execs the native log cleanup;
+#   shell script, which execs the native log cleanup (Astronomer's charts
+#   call it /usr/local/bin/clean-airflow-logs);
 # - `airflow` and `celery` ahead of the venv on PATH: a health check that
 #   calls them directly is answered natively when it is a probe form the
 #   binary knows; any other command is exec'd at once to the real program
@@ -220,7 +221,8 @@ RUN ln -s /usr/local/bin/airflow-entrypoint /entrypoint \
  && printf '%s\n' '#!/bin/sh' \
       '# The official image'"'"'s log cleanup, answered natively by airflow-entrypoint.' \
       'exec /usr/local/bin/airflow-entrypoint clean-logs "$@"' >/clean-logs \
- && chmod 0755 /clean-logs
+ && chmod 0755 /clean-logs \
+ && ln -s /clean-logs /usr/local/bin/clean-airflow-logs
 
 WORKDIR /usr/local/airflow
 EXPOSE 8080
