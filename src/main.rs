@@ -157,6 +157,8 @@ fn start(inbox: &SignalInbox, caller: Caller) -> Result<Started, Failure> {
     let identity = user::become_service_user(&settings, &mut layers)?;
     check_startup_signals(inbox)?;
     if clean_logs::is_command(&invocation.command) {
+        // Native: no child, nothing to wait for.
+        enter_phase(Phase::Command);
         return Ok(Started::Done(clean_logs::run(inbox, &layers)?));
     }
     let (members, version) = airflow::plan_command(&invocation.command, &mut layers)?;
