@@ -58,16 +58,30 @@ pub fn subjects(given: &[OsString]) -> Vec<Subject> {
     }
     if given.is_empty() {
         if let Some((pid, child)) = first_child_of(1) {
+            // PID 1's command when it names a component (also through `bash
+            // -c "exec …"`): a component may rename its process (Celery's
+            // `[celeryd: …]`, `airflow api_server -- host:…`). Else what the
+            // child became, when that is one (a script that ran `airflow
+            // scheduler`); else PID 1's command, with nothing to ask.
             let child = strip_interpreter(child);
-            if !child.is_empty() {
-                return vec![Subject {
-                    command: child,
-                    pid: Some(pid),
-                }];
-            }
+            let command = if !names_component(&command) && names_component(&child) {
+                child
+            } else {
+                command
+            };
+            return vec![Subject {
+                command,
+                pid: Some(pid),
+            }];
         }
     }
     vec![Subject { command, pid: None }]
+}
+
+/// True when COMMAND runs an Airflow component or command (after the
+/// renames, through a shell's `exec`).
+fn names_component(command: &[OsString]) -> bool {
+    airflow_subcommand(&crate::airflow::components::plan(command, 3).component).is_some()
 }
 
 /// PID's first child and its command line (`/proc/PID/task/PID/children`).
