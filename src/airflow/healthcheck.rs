@@ -84,10 +84,17 @@ fn names_component(command: &[OsString]) -> bool {
     airflow_subcommand(&crate::airflow::components::plan(command, 3).component).is_some()
 }
 
-/// PID's first child and its command line (`/proc/PID/task/PID/children`).
+/// PID's oldest child and its command line (`/proc/PID/task/PID/children`):
+/// the component PID 1 started, not an orphan reparented to it later (an
+/// orphan was started after the component that made it).
 fn first_child_of(pid: i32) -> Option<(i32, Vec<OsString>)> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    let child: i32 = children.split_whitespace().next()?.parse().ok()?;
+    let child = children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .filter_map(|c| Some((start_time(c)?, c)))
+        .min()?
+        .1;
     let raw = std::fs::read(format!("/proc/{child}/cmdline")).ok()?;
     let argv = raw
         .split(|b| *b == 0)
@@ -114,6 +121,18 @@ fn strip_interpreter(argv: Vec<OsString>) -> Vec<OsString> {
     } else {
         argv
     }
+}
+
+/// When the process started, in clock ticks since boot (/proc's field 22).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the name (which may hold spaces): state is field 3.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// The process's state letter from /proc (R, S, D, T, t, Z, ...).
@@ -373,6 +392,8 @@ mod tests {
         );
         let me = std::process::id() as i32;
         assert!(process_state(me).is_some());
+        let parent = std::os::unix::process::parent_id() as i32;
+        assert!(start_time(parent) <= start_time(me));
         assert!(process_verdict(me).is_ok());
     }
 

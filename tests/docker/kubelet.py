@@ -369,7 +369,11 @@ class Pod:
             report(ok, f"({self.args.phase}) {self.name}: the image's HEALTHCHECK in {container.removeprefix(self.container_prefix + '-')}: "
                        f"exit {code}: {output[:160]}")
         if self.name in self.args.freeze:
-            child = docker("exec", name, "sh", "-c", "cat /proc/1/task/1/children").stdout.split()[:1]
+            # PID 1's oldest child: the component, not a reparented orphan.
+            child = docker("exec", name, "sh", "-c",
+                           "for p in $(cat /proc/1/task/1/children); do "
+                           "echo \"$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f20) $p\"; done "
+                           "| sort -n | head -n1 | cut -d' ' -f2").stdout.split()[:1]
             if not child:
                 report(False, f"({self.args.phase}) {self.name}: no child of PID 1 to freeze")
                 return
