@@ -69,6 +69,7 @@ pub fn subjects(given: &[OsString]) -> Vec<Subject> {
             } else {
                 command
             };
+            tracing::debug!(pid, command = ?command, "asking PID 1's oldest child");
             return vec![Subject {
                 command,
                 pid: Some(pid),

@@ -386,7 +386,10 @@ class Pod:
                 docker("exec", name, "kill", "-CONT", child[0])
             report(code == 1 and output.startswith("unhealthy"),
                    f"({self.args.phase}) {self.name}: component (pid {child[0]}) frozen with SIGSTOP: the image's HEALTHCHECK "
-                   f"exit {code} in {seconds:.1f} s: {output[:160]}")
+                   f"exit {code} in {seconds:.1f} s: {output[:160]}",
+                   docker("exec", name, "sh", "-c",
+                          "for p in $(cat /proc/1/task/1/children); do echo \"$p $(cut -d' ' -f3 /proc/$p/stat)"
+                          " $(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f20) $(tr '\\0' ' ' </proc/$p/cmdline)\"; done").stdout)
 
     def start_sidecars(self, containers):
         self.sidecar_names = []
