@@ -377,13 +377,17 @@ class Pod:
             if not child:
                 report(False, f"({self.args.phase}) {self.name}: no child of PID 1 to freeze")
                 return
-            docker("exec", name, "kill", "-STOP", child[0])
+            # The shell's kill: the image may have no kill program.
+            stopped = docker("exec", name, "sh", "-c", f"kill -STOP {child[0]}")
+            if stopped.returncode != 0:
+                report(False, f"({self.args.phase}) {self.name}: kill -STOP {child[0]} failed", stopped.stderr)
+                return
             try:
                 t0 = time.monotonic()
                 code, output = self.image_healthcheck(name)
                 seconds = time.monotonic() - t0
             finally:
-                docker("exec", name, "kill", "-CONT", child[0])
+                docker("exec", name, "sh", "-c", f"kill -CONT {child[0]}")
             report(code == 1 and output.startswith("unhealthy"),
                    f"({self.args.phase}) {self.name}: component (pid {child[0]}) frozen with SIGSTOP: the image's HEALTHCHECK "
                    f"exit {code} in {seconds:.1f} s: {output[:160]}",
