@@ -6,7 +6,7 @@
 #   scheduler       curl --fail http://localhost:8974/health          vs  airflow-entrypoint --healthcheck scheduler
 #   dag-processor   airflow jobs check --job-type DagProcessorJob --hostname H: Python vs the `airflow` link
 #   triggerer       airflow jobs check --job-type TriggererJob --hostname H:    Python vs the `airflow` link
-#   worker          celery ... inspect ping: not run here until the native ping lands (a row says so)
+#   worker          celery --app ... inspect ping -d celery@H:              Python vs the `celery` link
 # and the cost the `airflow` link adds to a command it does not answer: a
 # stand-in `airflow` (a static no-op) called directly and through the link,
 # alternately, many times.
@@ -16,7 +16,7 @@
 #   ENTRYPOINT_UNDER_TEST=/path/to/airflow-entrypoint bash bench/quickstart_checks.sh
 #
 # Needs root (the postgres user runs the server), PostgreSQL's server
-# package, GNU time, curl, a C compiler, and the Airflow venv
+# package, redis-server, GNU time, curl, a C compiler, and the Airflow venv
 # (scripts/airflow-venv 3.3.2). Tunables (env): BENCH_OURS_RUNS (50),
 # BENCH_AIRFLOW_RUNS (5), BENCH_PASS_RUNS (2000).
 set -euo pipefail
@@ -40,10 +40,12 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 work=$(mktemp -d /tmp/airflow-entrypoint-bench-qs.XXXXXX)
 chmod 755 "$work"
 pg_pid=
+redis_pid=
 component_pids=()
 cleanup() {
   local pid
   for pid in "${component_pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  [[ -n $redis_pid ]] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
   [[ -n $pg_pid ]] && kill -TERM "$pg_pid" 2>/dev/null && wait "$pg_pid" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -53,6 +55,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port=$(free_port)
 api_port=$(free_port)
 health_port=$(free_port)
+redis_port=$(free_port)
 mkdir -p "$work/data" "$work/sock" "$work/home/dags" "$work/links"
 chown postgres "$work/data" "$work/sock"
 log "PostgreSQL on 127.0.0.1:$port"
@@ -64,6 +67,10 @@ pg_pid=$!
 for _ in $(seq 100); do grep -q "ready to accept connections" "$work/pg.log" && break; sleep 0.1; done
 psql -h "$work/sock" -p "$port" -U postgres -q -c "CREATE ROLE airflow LOGIN PASSWORD 'bench-pw'" -c "CREATE DATABASE airflow OWNER airflow"
 
+log "Redis on 127.0.0.1:$redis_port"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+redis_pid=$!
+
 # The image's links: `airflow` and `celery` ahead of the venv on PATH.
 ln -s "$bin" "$work/links/airflow"
 ln -s "$bin" "$work/links/celery"
@@ -71,31 +78,36 @@ export PATH="$venv/bin:/usr/bin:/bin"
 export AIRFLOW_HOME="$work/home"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://airflow:bench-pw@127.0.0.1:$port/airflow"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:$redis_port/0"
+export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql://airflow:bench-pw@127.0.0.1:$port/airflow"
 export AIRFLOW__API__PORT=$api_port
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$api_port/execution/"
 export AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True
 export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT=$health_port
 export AIRFLOW_ENTRYPOINT_LOG_LEVEL=error
 export AIRFLOW_ENTRYPOINT_RUN_AS_ROOT=true
-# As the jobs record it: Airflow's default hostname_callable.
-host=$(python3 -c 'import socket; print(socket.getfqdn())')
 
 log "airflow db migrate"
 airflow db migrate >"$work/migrate.log" 2>&1 || die "airflow db migrate failed: $(tail -5 "$work/migrate.log")"
-for component in api-server scheduler dag-processor triggerer; do
+for component in api-server scheduler dag-processor triggerer "celery worker"; do
   log "starting the $component"
-  setsid airflow "$component" >"$work/$component.log" 2>&1 &
+  # shellcheck disable=SC2086 # "celery worker" is two words
+  setsid airflow $component >"$work/${component// /-}.log" 2>&1 &
   component_pids+=($!)
 done
 ready() {
   curl -fsS "http://127.0.0.1:$api_port/api/v2/version" >/dev/null 2>&1 \
     && curl -fsS "http://127.0.0.1:$health_port/health" >/dev/null 2>&1 \
     && "$bin" --healthcheck dag-processor >/dev/null 2>&1 \
-    && "$bin" --healthcheck triggerer >/dev/null 2>&1
+    && "$bin" --healthcheck triggerer >/dev/null 2>&1 \
+    && grep -q ' ready' "$work/celery-worker.log"
 }
 for _ in $(seq 180); do ready && break; sleep 1; done
 ready || die "the components did not come up: $(tail -n 3 "$work"/*.log)"
+# The host name as the jobs record it (the quick-start passes $HOSTNAME).
+host=$(psql -h "$work/sock" -p "$port" -U postgres -d airflow -Atq \
+  -c "SELECT hostname FROM job WHERE job_type = 'TriggererJob' ORDER BY id DESC LIMIT 1")
 
 # measure RUNS CMD... → "median_ms max_rss_kb" over RUNS runs; each must exit 0.
 measure() {
@@ -148,6 +160,10 @@ row dag-processor "airflow jobs check --job-type DagProcessorJob --hostname \$HO
 row triggerer "airflow jobs check --job-type TriggererJob --hostname \$HOSTNAME" "the same, through the airflow link" "$airflow_runs" \
   "$venv/bin/airflow" jobs check --job-type TriggererJob --hostname "$host" -- \
   "$work/links/airflow" jobs check --job-type TriggererJob --hostname "$host"
+worker_host=$(sed -n 's/.*\(celery@[^ ]*\) ready.*/\1/p' "$work/celery-worker.log" | head -n1)
+row worker "celery --app airflow.providers.celery.executors.celery_executor.app inspect ping -d celery@\$HOSTNAME" "the same, through the celery link" "$airflow_runs" \
+  "$venv/bin/celery" --app airflow.providers.celery.executors.celery_executor.app inspect ping -d "$worker_host" -- \
+  "$work/links/celery" --app airflow.providers.celery.executors.celery_executor.app inspect ping -d "$worker_host"
 
 # The pass-through: a static no-op named `airflow`, direct and through the
 # link, alternately so that both see the same machine.
@@ -160,16 +176,16 @@ import os, sys, time
 work, runs = sys.argv[1], int(sys.argv[2])
 direct_env = dict(os.environ, PATH=f"{work}/real:/usr/bin:/bin")
 linked_env = dict(os.environ, PATH=f"{work}/links:{work}/real:/usr/bin:/bin")
-def once(argv0, env):
+def once(path, env):
     start = time.perf_counter_ns()
-    pid = os.posix_spawnp(argv0, [argv0, "dags", "list"], env)
+    pid = os.posix_spawn(path, ["airflow", "dags", "list"], env)
     _, status = os.waitpid(pid, 0)
     assert status == 0, status
     return time.perf_counter_ns() - start
 direct, linked = [], []
 for _ in range(runs):
-    direct.append(once("airflow", direct_env))
-    linked.append(once("airflow", linked_env))
+    direct.append(once(f"{work}/real/airflow", direct_env))
+    linked.append(once(f"{work}/links/airflow", linked_env))
 med = lambda xs: sorted(xs)[len(xs) // 2] / 1000
 print(f"{med(direct):.0f} {med(linked):.0f}")
 PY
@@ -181,14 +197,14 @@ table=$(cat <<EOF
 | check | documented command | its cost | answered here by | its cost | faster | less memory |
 |---|---|---|---|---|---|---|
 $(cat "$work/rows")
-| worker | \`celery --app … inspect ping -d celery@\$HOSTNAME\` | not run here | the native worker ping | pending (issue 24, item 4) | | |
 
 Pass-through: \`airflow dags list\` through the \`airflow\` link to a static no-op \`airflow\`
 takes ${linked_us} µs against ${direct_us} µs called directly (median of $pass_runs runs each, alternating):
 the link adds ${added_us} µs to a command it does not answer.
 Wall time: the fast commands the mean of $ours_runs runs in a loop, Airflow's Python the median
 of $airflow_runs (GNU time); peak RSS the largest of the runs. One PostgreSQL on loopback; the
-api-server, scheduler (health server on), dag-processor and triggerer of Airflow 3.3.2 running.
+api-server, scheduler (health server on), dag-processor, triggerer and Celery worker (Redis) of
+Airflow 3.3.2 running.
 Stripped binary: $size bytes.
 EOF
 )
