@@ -135,8 +135,20 @@ impl Arena {
     /// Start-up is over: later blocks all come from malloc, and the pages
     /// no live block touches are handed back to the kernel. Returns how
     /// many were.
-    pub fn seal(&self) -> usize {
+    ///
+    /// Invariant: no other thread may be allocating while this runs. A
+    /// `bump` on another thread counts its block's pages only after its
+    /// compare-and-swap succeeded, so between the two a page in use still
+    /// reads as free here and would be dropped under it (its bytes turn to
+    /// zeros). The callers seal on the main thread once the probe threads
+    /// have ended; `seal` (the process's) also checks, and keeps the pages
+    /// when another thread is alive after all.
+    /// With `drop_pages` false the arena is sealed and its pages kept.
+    pub fn seal(&self, drop_pages: bool) -> usize {
         let used = self.next.swap(SEALED, Ordering::AcqRel).min(SIZE);
+        if !drop_pages {
+            return 0;
+        }
         let mut dropped = 0;
         for (index, live) in self.live.iter().enumerate().take(used.div_ceil(PAGE)) {
             if live.load(Ordering::Acquire) == 0 {
@@ -159,9 +171,27 @@ impl Arena {
 
 static ARENA: Arena = Arena::new();
 
-/// Seals the process's arena (see `Arena::seal`).
+/// Seals the process's arena (see `Arena::seal`): its free pages go back
+/// to the kernel only while this is the process's one thread. A probe
+/// thread still alive (one stuck in the resolver outlives its wait) means
+/// the arena is sealed but its pages are kept: a few kB, never a race.
 pub fn seal() {
-    ARENA.seal();
+    let alone = thread_count() == Some(1);
+    if !alone {
+        // Not an error: a probe thread may outlive its wait in the resolver.
+        tracing::debug!("another thread is alive at the seal: the arena's pages are kept");
+    }
+    ARENA.seal(alone);
+}
+
+/// The process's thread count, from /proc/self/stat (field 20); one read
+/// at the seal, once in the process's life.
+fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which ends at the last ')': the
+    // state is field 3, so the thread count is the 18th of these.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(17)?.parse().ok()
 }
 
 pub struct StartupArena;
@@ -257,6 +287,26 @@ mod tests {
     }
 
     #[test]
+    fn the_thread_count_is_read() {
+        let before = thread_count().unwrap();
+        assert!(before >= 1);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        assert!(thread_count().unwrap() > before.min(1));
+        drop(tx);
+        let _ = t.join();
+    }
+
+    #[test]
+    fn a_seal_that_may_not_drop_pages_still_seals() {
+        static A: Arena = Arena::new();
+        let a = A.bump(layout(PAGE));
+        assert!(A.give_back(a, PAGE));
+        assert_eq!(A.seal(false), 0);
+        assert!(A.bump(layout(8)).is_null(), "sealed");
+    }
+
+    #[test]
     fn the_seal_drops_only_pages_without_live_blocks() {
         static A: Arena = Arena::new();
         let keep = A.bump(layout(PAGE)); // page 0
@@ -270,7 +320,7 @@ mod tests {
             last.write_bytes(3, 16);
         }
         assert!(A.give_back(gone, 2 * PAGE));
-        assert_eq!(A.seal(), 2, "pages 1-2 are free");
+        assert_eq!(A.seal(true), 2, "pages 1-2 are free");
         // SAFETY: live blocks of this arena, read within their sizes.
         unsafe {
             assert_eq!(*keep.add(PAGE - 1), 1);

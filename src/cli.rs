@@ -220,7 +220,7 @@ pub fn help_text() -> String {
     }
     out.push_str(
         "  --wait-only [COMMAND]\n                   wait for what COMMAND would wait for (the metadata database when\n                   no COMMAND is given; `--wait-only worker` also the broker), then\n                   exit 0 without starting anything (init containers, health checks)\n  \
-         --healthcheck [COMMAND]\n                   ask the running component: the api-server's or webserver's health\n                   endpoint, the scheduler's health server when on, else this host's\n                   newest scheduler, triggerer or dag-processor job in the job table;\n                   exit 0 healthy, 1 not, within 5 s. Other components (a Celery\n                   worker) are not asked: exit 0 while the container runs.\n                   COMMAND defaults to PID 1's own (for a Docker HEALTHCHECK)\n  \
+         --healthcheck [COMMAND]\n                   ask the running component: the api-server's or webserver's health\n                   endpoint, the scheduler's health server when on, else this host's\n                   newest scheduler, triggerer or dag-processor job in the job table;\n                   a Celery worker's remote-control ping on its broker; exit 0\n                   healthy, 1 not, within 5 s. Other components are not asked:\n                   exit 0 while the container runs.\n                   COMMAND defaults to PID 1's own (for a Docker HEALTHCHECK)\n  \
          --print-env      print every AIRFLOW*, ASTRONOMER* and _AIRFLOW* variable with the layer\n                   it came from (secrets masked), then exit; drops nothing, runs nothing\n  \
          -h, --help       print this help\n  -V, --version    print the version\n  \
          --list-settings  print every setting (and compatibility variable) as a markdown table\n\n\
@@ -271,6 +271,29 @@ fn wrap(text: &str, indent: usize, width: usize) -> String {
         out.push_str(&format!("{:indent$}{line}\n", ""));
     }
     out
+}
+
+/// `--parent-death-signal`, first thing once the settings are known (the
+/// privilege drop keeps it: see `user::drop_privileges`).
+pub fn set_parent_death_signal(signal: i32, original_parent: i32) -> Result<(), Failure> {
+    let name = crate::signals::signal_name(signal);
+    match crate::signals::set_parent_death_signal(signal, original_parent) {
+        Ok(false) => {
+            tracing::debug!(signal = name, parent = original_parent, "parent-death signal set");
+            Ok(())
+        }
+        Ok(true) => {
+            tracing::warn!(
+                signal = name,
+                parent = original_parent,
+                "the parent exited before the parent-death signal was set; sending SIG{name} to ourselves now"
+            );
+            Ok(())
+        }
+        Err(why) => Err(Failure::config(format!(
+            "AIRFLOW_ENTRYPOINT_PARENT_DEATH_SIGNAL / --parent-death-signal: {why}; choose a signal the kernel accepts, e.g. TERM"
+        ))),
+    }
 }
 
 /// The settings phase: AIRFLOW_ENTRYPOINT_* and flags, then logging as

@@ -92,6 +92,8 @@ impl Caller {
 
 #[cfg_attr(test, allow(dead_code))]
 fn run(caller: Caller) -> ! {
+    // Before anything else: the reference for the parent-death re-check.
+    let parent = signals::original_parent();
     cli::ready_standard_fds();
     // As PID 1 a signal with no handler is dropped: block them all before
     // anything else so that none sent during start-up is lost.
@@ -99,7 +101,7 @@ fn run(caller: Caller) -> ! {
     logging::install_panic_hook();
     // Start-up's data (layers, settings text, URLs) is dropped when `start`
     // returns, before the long supervision begins: PID 1 keeps only that.
-    let code = match start(&inbox, caller) {
+    let code = match start(&inbox, caller, parent) {
         Ok(Started::Done(code)) => code,
         Ok(Started::Exec(command)) => multicall::exec_real(&command),
         Ok(Started::Supervise(started)) => supervisor::supervise(&inbox, *started),
@@ -119,7 +121,7 @@ enum Started {
     Group(Box<supervisor::Group>),
 }
 
-fn start(inbox: &SignalInbox, caller: Caller) -> Result<Started, Failure> {
+fn start(inbox: &SignalInbox, caller: Caller, parent: i32) -> Result<Started, Failure> {
     enter_phase(Phase::Settings);
     let invocation = cli::parse(caller.args)?;
     if let Some(text) = cli::informational_text(invocation.action) {
@@ -136,6 +138,9 @@ fn start(inbox: &SignalInbox, caller: Caller) -> Result<Started, Failure> {
         // the script chowns what it wrote afterwards.
         tracing::info!("called as /entrypoint by root, not as PID 1: staying root, as the official entrypoint does");
         settings.run_as_root = true;
+    }
+    if let Some(signal) = settings.parent_death_signal {
+        cli::set_parent_death_signal(signal, parent)?;
     }
     // Found before the privilege drop (v1's registration is root's only);
     // armed once the child is spawned.

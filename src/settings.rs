@@ -79,8 +79,9 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("TERM_DELAY", "seconds", "`0`", "Hold a SIGTERM this long before forwarding it (lets a Kubernetes Service drop the endpoint first). A second TERM or an INT forwards at once."),
     own("EXIT_CODE_MAP", "`FROM:TO,...`", "unset", "Rewrites the child's exit status on the way out (128+N for signal N counts), e.g. `143:0`. Never applies to the entrypoint's own failures."),
     own("SIGNAL_MAP", "`FROM:TO,...`", "unset", "Rewrites a forwarded signal, by name without `SIG`, e.g. `TERM:INT`; `TO` may be `NONE` to drop it. `FROM` cannot be KILL, STOP or CHLD (such an entry never applies: exit 78)."),
-    own("ENV_DIR", "path", "`/etc/airflow-entrypoint/env.d`", "Image defaults: every `*.env` file here, in lexical order, is the lowest layer of the environment. A missing default directory is an empty layer; a directory named explicitly must exist."),
-    own("ENV_FILES", "paths, `:`-separated", "unset", "Deployment env files (a mounted ConfigMap or Secret), read in order above the image defaults and below the container's environment. Each must exist."),
+    own("PARENT_DEATH_SIGNAL", "signal name", "unset", "Ask the kernel for this signal when the entrypoint's parent dies (`PR_SET_PDEATHSIG`, as tini's `-p`), e.g. `TERM` or `KILL`: an entrypoint run under another supervisor (a CI runner, `docker exec` tooling) then ends with it. Set right after the settings are read, kept across the privilege drop; a parent already gone by then sends it at once. It reaches the entrypoint, which handles it as any signal sent to it (a TERM is forwarded, or ends start-up)."),
+    own("ENV_DIR", "path", "`/etc/airflow-entrypoint/env.d`", "Image defaults: every `*.env` file here, in lexical order, is the lowest layer of the environment. A missing default directory is an empty layer; a directory named explicitly must exist. Each file is read only if regular and at most 1 MiB."),
+    own("ENV_FILES", "paths, `:`-separated", "unset", "Deployment env files (a mounted ConfigMap or Secret), read in order above the image defaults and below the container's environment. Each must exist and be a regular file of at most 1 MiB (a FIFO, a device or a larger file is exit 78)."),
     own("LOG_ENV", "bool", "`false`", "Log the `--print-env` table (secrets masked) at every start-up."),
     own("RUN_AS_ROOT", "bool", "`false`", "Keep root instead of dropping to the service user (logged as a warning); skips the user lookup."),
     own("CREATE_USER", "bool", "`false`", "When started as root and neither `ASTRONOMER_USER` nor `ASTRONOMER_UID` exists in /etc/passwd, append the user with GID 0 instead of failing."),
@@ -100,9 +101,9 @@ pub const SETTINGS: &[SettingDoc] = &[
     own("STEP_TIMEOUT", "seconds", "`3600`", "Time limit of each start-up step (pip, migration, admin user, init script); past it the step is killed and start-up fails."),
     compat("CONNECTION_CHECK_MAX_COUNT", "number", "`20`", "Official-image compatibility: with `CONNECTION_CHECK_SLEEP_TIME` it sets the waiting budget (their product); `0` means do not wait."),
     compat("CONNECTION_CHECK_SLEEP_TIME", "seconds", "`3`", "Official-image compatibility: only shapes the budget now; attempts are 50–250 ms apart, not this far."),
-    compat("ASTRONOMER_USER", "name", "`astro`", "The service user that root drops to (read from the merged environment layers)."),
+    compat("ASTRONOMER_USER", "name", "`astro`", "The service user that root drops to (read from the merged environment layers). A name with `:`, white space, a control character or a leading `+`/`-`/`#` is exit 78 where it would be written into /etc/passwd."),
     compat("ASTRONOMER_UID", "number", "`5000`", "The UID that `ASTRONOMER_USER` must have (read from the merged layers)."),
-    compat("AIRFLOW_HOME", "path", "`~/airflow` of the service user", "Airflow's home; exported to the child. The image defaults set `/usr/local/airflow`."),
+    compat("AIRFLOW_HOME", "path", "`~/airflow` of the service user", "Airflow's home; exported to the child. The image defaults set `/usr/local/airflow`. With `:`, a line break or a control character it is exit 78 where it would be written into /etc/passwd as a home."),
     compat("AIRFLOW_VERSION", "version", "detected", "The installed Airflow's version, when it should not be detected from the `apache_airflow-*.dist-info` of the `airflow` on `PATH`."),
     compat("_AIRFLOW_DB_MIGRATE", "bool", "`false`", "Run `airflow db migrate` (`db upgrade` before 2.7) after the wait, before the command. `_AIRFLOW_DB_UPGRADE` is the deprecated name."),
     compat("_AIRFLOW_WWW_USER_CREATE", "bool", "`false`", "Create the admin user from `_AIRFLOW_WWW_USER_USERNAME` (`admin`), `_PASSWORD` or `_PASSWORD_CMD`, `_EMAIL`, `_FIRSTNAME`, `_LASTNAME`, `_ROLE` (`Admin`): `airflow users create` with FAB, the users setting and passwords file with Airflow 3's simple auth manager."),
@@ -128,6 +129,7 @@ pub struct Settings {
     pub exit_code_map: Vec<(i32, i32)>,
     /// (from, to); `to == None` drops the signal.
     pub signal_map: Vec<(i32, Option<i32>)>,
+    pub parent_death_signal: Option<i32>,
     pub env_dir: std::path::PathBuf,
     /// ENV_DIR was set explicitly (then it must exist).
     pub env_dir_explicit: bool,
@@ -177,6 +179,7 @@ struct Raw {
     term_delay: Option<String>,
     exit_code_map: Option<String>,
     signal_map: Option<String>,
+    parent_death_signal: Option<String>,
     env_dir: Option<String>,
     env_files: Option<String>,
     log_env: Option<String>,
@@ -298,6 +301,20 @@ impl Settings {
                 .map(|v| signal_map(s, v))
                 .transpose()?
                 .unwrap_or_default(),
+            parent_death_signal: raw
+                .parent_death_signal
+                .as_deref()
+                .map(|v| {
+                    parse_signal(v).ok_or_else(|| {
+                        bad(
+                            s,
+                            "PARENT_DEATH_SIGNAL",
+                            v,
+                            "a signal name or number, e.g. `TERM`, `SIGKILL` or `15`",
+                        )
+                    })
+                })
+                .transpose()?,
             env_dir_explicit: raw.env_dir.is_some(),
             env_dir: raw
                 .env_dir
@@ -532,6 +549,20 @@ mod tests {
         assert_eq!(s.kill_timeout, Duration::from_secs(5));
         assert_eq!(s.grace_period, None);
         assert_eq!(s.term_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_parent_death_signal_is_a_signal_name_or_number() {
+        let load = |v: &str| {
+            Settings::load(&env(&[("AIRFLOW_ENTRYPOINT_PARENT_DEATH_SIGNAL", v)]), &[])
+                .map(|s| s.parent_death_signal)
+        };
+        assert_eq!(load("SIGTERM").ok(), Some(Some(libc::SIGTERM)));
+        assert_eq!(load("kill").ok(), Some(Some(libc::SIGKILL)));
+        assert_eq!(load("").ok(), Some(None));
+        let e = load("TERMINATE").unwrap_err();
+        assert_eq!(e.exit_code, 78);
+        assert!(e.message.contains("AIRFLOW_ENTRYPOINT_PARENT_DEATH_SIGNAL"));
     }
 
     #[test]

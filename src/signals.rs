@@ -3,7 +3,8 @@
 //! signalfd. Blocked signals are never discarded by the kernel, not even for
 //! a PID-namespace init with no handler, so nothing sent during start-up is
 //! lost. Also signal names, parsing and the forwardable and terminating sets.
-//! It imports no other module of the crate and never acts on a signal itself.
+//! It imports no other module of the crate and never acts on a signal itself
+//! (the one signal it sends is the parent-death signal, to ourselves).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -98,6 +99,39 @@ pub fn is_terminating(signal: i32) -> bool {
         signal,
         libc::SIGTERM | libc::SIGINT | libc::SIGQUIT | libc::SIGHUP
     )
+}
+
+/// The parent this process started under, read first thing in `main`:
+/// the reference for `set_parent_death_signal`'s re-check.
+pub fn original_parent() -> i32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// PR_SET_PDEATHSIG: the kernel sends `signal` when our parent dies. A
+/// parent that died before the call (we were reparented: getppid() is no
+/// longer `original_parent`) never will, so the signal is sent to ourselves
+/// at once; blocked, it lands in the inbox like the kernel's would. As a
+/// PID namespace's init the parent is outside (getppid() is 0 before and
+/// after), so only the kernel's own delivery counts there. Err: the prctl
+/// failed (an invalid signal).
+pub fn set_parent_death_signal(signal: i32, original_parent: i32) -> Result<bool, String> {
+    // SAFETY: prctl with plain integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(format!(
+            "PR_SET_PDEATHSIG {}: {}",
+            signal_name(signal),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent_gone = unsafe { libc::getppid() } != original_parent;
+    if parent_gone {
+        // SAFETY: kill(2) on our own pid with a valid signal number.
+        unsafe { libc::kill(libc::getpid(), signal) };
+    }
+    Ok(parent_gone)
 }
 
 fn pollfd(fd: BorrowedFd<'_>) -> libc::pollfd {
@@ -388,6 +422,41 @@ mod tests {
                     nix::sys::wait::WaitStatus::Exited(child, libc::SIGSEGV),
                     "PID 1 did not die of its own SIGSEGV"
                 );
+            }
+        }
+    }
+
+    /// A parent already gone when the parent-death signal is set (here: a
+    /// recorded parent that is not ours) means the signal is sent at once,
+    /// and lands pending like the kernel's would; with the real parent it
+    /// is only set.
+    #[test]
+    fn a_parent_gone_before_the_call_gets_the_signal_sent_at_once() {
+        // SAFETY: the forked child makes plain syscalls and _exits; it never
+        // returns into the test harness.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => unsafe {
+                let mut mask: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut mask);
+                libc::sigaddset(&mut mask, libc::SIGUSR1);
+                libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+                let pending = || {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigpending(&mut set);
+                    libc::sigismember(&set, libc::SIGUSR1) == 1
+                };
+                let real = original_parent();
+                if set_parent_death_signal(libc::SIGUSR1, real) != Ok(false) || pending() {
+                    libc::_exit(1);
+                }
+                if set_parent_death_signal(libc::SIGUSR1, real + 1) != Ok(true) || !pending() {
+                    libc::_exit(2);
+                }
+                libc::_exit(0);
+            },
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
             }
         }
     }

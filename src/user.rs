@@ -53,6 +53,8 @@ pub struct UserRequest<'a> {
     pub uid: u32,
     pub uid_source: &'a str,
     pub airflow_home: Option<&'a str>,
+    /// AIRFLOW_HOME's name and layer (for messages).
+    pub airflow_home_source: &'a str,
     pub run_as_root: bool,
     pub create_user: bool,
     pub no_new_privs: bool,
@@ -165,6 +167,7 @@ fn find_service_user(request: &UserRequest<'_>) -> Result<PasswdEntry, Failure> 
         ))),
         (None, None) if request.create_user => {
             let home = request.airflow_home.unwrap_or("/home/airflow").to_string();
+            check_passwd_fields(request, request.user_name, &home)?;
             let entry = PasswdEntry {
                 name: request.user_name.to_string(),
                 uid: request.uid,
@@ -185,6 +188,43 @@ fn find_service_user(request: &UserRequest<'_>) -> Result<PasswdEntry, Failure> 
             request.user_name, request.uid, request.uid, request.user_name
         ))),
     }
+}
+
+/// A value written into a passwd field must not end the field or the line,
+/// nor make the line mean something else (`+name`/`-name` are NIS compat
+/// entries, `#` a comment): Some(the reason) otherwise.
+fn passwd_field_problem(value: &str, is_name: bool) -> Option<&'static str> {
+    if value.contains(':') {
+        Some("contains `:`, which separates /etc/passwd fields")
+    } else if value.contains(['\n', '\r']) {
+        Some("contains a line break, which would add a line to /etc/passwd")
+    } else if value.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if is_name && value.starts_with(['+', '-', '#']) {
+        Some("starts with `+`, `-` or `#`, which /etc/passwd reads as a NIS entry or a comment")
+    } else if is_name && value.chars().any(char::is_whitespace) {
+        Some("contains white space")
+    } else {
+        None
+    }
+}
+
+/// Refuses (exit 78) an ASTRONOMER_USER or AIRFLOW_HOME that cannot be
+/// written into /etc/passwd as they are.
+fn check_passwd_fields(request: &UserRequest<'_>, name: &str, home: &str) -> Result<(), Failure> {
+    if let Some(problem) = passwd_field_problem(name, true) {
+        return Err(Failure::config(format!(
+            "{}: {name:?} {problem}; set ASTRONOMER_USER to a plain user name such as astro",
+            request.user_name_source
+        )));
+    }
+    if let Some(problem) = passwd_field_problem(home, false) {
+        return Err(Failure::config(format!(
+            "{}: {home:?} {problem}; set AIRFLOW_HOME to a directory path without `:` or line breaks, such as /usr/local/airflow",
+            request.airflow_home_source
+        )));
+    }
+    Ok(())
 }
 
 fn append_passwd_entry(path: &Path, entry: &PasswdEntry) -> std::io::Result<()> {
@@ -313,6 +353,7 @@ fn arbitrary_uid(request: &UserRequest<'_>) -> Result<Identity, Failure> {
         request.user_name.to_string()
     };
     let home = request.airflow_home.unwrap_or("/tmp").to_string();
+    check_passwd_fields(request, &name, &home)?;
     let entry = PasswdEntry {
         name: name.clone(),
         uid,
@@ -379,6 +420,7 @@ pub fn become_service_user(settings: &Settings, layers: &mut Layered) -> Result<
         uid,
         uid_source: &layers.describe("ASTRONOMER_UID"),
         airflow_home: layers.get("AIRFLOW_HOME"),
+        airflow_home_source: &layers.describe("AIRFLOW_HOME"),
         run_as_root: settings.run_as_root,
         create_user: settings.create_user,
         no_new_privs: settings.no_new_privs,
@@ -419,5 +461,30 @@ mod tests {
         let g = parse_group("root:x:0:\nastro:x:5000:\ndocker:x:999:astro,bob\nx:y\n");
         assert_eq!(g.len(), 3);
         assert_eq!(g[2].members, vec!["astro".to_string(), "bob".to_string()]);
+    }
+
+    #[test]
+    fn values_that_would_corrupt_passwd_are_refused() {
+        for name in [
+            "astro:x:0:0",
+            "astro\nroot2::0:0::/root:/bin/sh",
+            "astro\r",
+            "+astro",
+            "-astro",
+            "#astro",
+            "as tro",
+            "a\u{1b}b",
+        ] {
+            assert!(passwd_field_problem(name, true).is_some(), "{name:?}");
+        }
+        for home in ["/a:b", "/home\nroot2::0:0::/:/bin/sh", "/x\0"] {
+            assert!(passwd_field_problem(home, false).is_some(), "{home:?}");
+        }
+        for name in ["astro", "airflow", "default", "user.name", "a_b-c", "svc$"] {
+            assert_eq!(passwd_field_problem(name, true), None, "{name:?}");
+        }
+        for home in ["/usr/local/airflow", "/opt/airflow", "/home/a b", "/tmp"] {
+            assert_eq!(passwd_field_problem(home, false), None, "{home:?}");
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The documentation (README.md, CHANGELOG.md and docs/*.md) checked
 //! against the binary and the repository: the settings table is what
 //! `--list-settings` prints, the benchmark figures are the last `bench/`
-//! runs, `--help` and the docs name the same flags and exit codes, every
-//! relative link and `#anchor` resolves, and every shell example is either
-//! run here or names the script or test that runs it.
+//! runs, `--help` and the docs name the same flags and exit codes (and no
+//! setting or option the binary lacks), every relative link and `#anchor`
+//! resolves, and every shell example is either run here or names the script
+//! or test that runs it.
 
 mod support;
 
@@ -90,13 +91,7 @@ fn benchmark_table_in_benchmarks_md_is_the_last_bench_run() {
 /// Every number in the README's headline table is one a `bench/` run wrote.
 #[test]
 fn readme_headline_figures_come_from_the_bench_results() {
-    let mut written = String::new();
-    for entry in fs::read_dir(repo().join("bench")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|x| x == "md") {
-            written.push_str(&read(&path));
-        }
-    }
+    let written = bench_results();
     let readme = read(&repo().join("README.md"));
     let table = between(
         &readme,
@@ -120,6 +115,46 @@ fn readme_headline_figures_come_from_the_bench_results() {
         missing.is_empty(),
         "README headline figures no bench/*.md holds: {missing:?}"
     );
+}
+
+/// Every number in the "last run" paragraphs of docs/benchmarks.md (between
+/// `<!-- figures:begin -->` and `<!-- figures:end -->`) is one a `bench/`
+/// run wrote.
+#[test]
+fn benchmark_prose_figures_come_from_the_bench_results() {
+    let written = bench_results();
+    let doc = read(&repo().join("docs/benchmarks.md"));
+    let mut blocks = 0;
+    let mut missing = Vec::new();
+    for piece in doc.split("<!-- figures:begin -->").skip(1) {
+        let block = piece
+            .split("<!-- figures:end -->")
+            .next()
+            .expect("a figures block ends");
+        blocks += 1;
+        for number in numbers(block) {
+            if !written.contains(&number) {
+                missing.push(number);
+            }
+        }
+    }
+    assert!(blocks >= 3, "only {blocks} figures blocks");
+    assert!(
+        missing.is_empty(),
+        "docs/benchmarks.md figures no bench/*.md holds: {missing:?}"
+    );
+}
+
+/// The text of every bench/*.md.
+fn bench_results() -> String {
+    let mut written = String::new();
+    for entry in fs::read_dir(repo().join("bench")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "md") {
+            written.push_str(&read(&path));
+        }
+    }
+    written
 }
 
 /// The decimal numbers in `text` (`0.558`, `2235384`, `157`).
@@ -533,5 +568,81 @@ fn help_and_docs_agree() {
     assert_eq!(
         from_help, from_doc,
         "--help's exit codes and docs/signals-and-exit.md's table differ"
+    );
+}
+
+/// The options `--help` lists: name → whether it takes a value.
+fn help_options(help: &str) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    for line in help.lines().filter(|l| l.starts_with("  -")) {
+        for (i, word) in line.split_whitespace().enumerate() {
+            let word = word.trim_end_matches(',');
+            if let Some(name) = word.strip_prefix("--") {
+                let (name, bool_form) = match name.split_once("[=") {
+                    Some((n, _)) => (n, true),
+                    None => (name, false),
+                };
+                let next = line.split_whitespace().nth(i + 1).unwrap_or("");
+                out.insert(format!("--{name}"), !bool_form && next.starts_with('<'));
+            }
+        }
+    }
+    out
+}
+
+/// No doc names a setting or an option the binary does not have: every
+/// `AIRFLOW_ENTRYPOINT_*` is in `--list-settings`, and every option after
+/// `airflow-entrypoint` in a command is in `--help`.
+#[test]
+fn every_setting_and_option_the_docs_name_exists() {
+    let settings = run_binary("--list-settings");
+    let options = help_options(&run_binary("--help"));
+    assert!(options.contains_key("--wait-only") && options["--grace-period"]);
+    let mut unknown = BTreeSet::new();
+    for file in doc_files() {
+        let text = read(&file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("AIRFLOW_ENTRYPOINT_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let name = name.trim_end_matches('_');
+            // `AIRFLOW_ENTRYPOINT_*` names them all.
+            if name != "AIRFLOW_ENTRYPOINT" && !settings.contains(&format!("`{name}`")) {
+                unknown.insert(format!("{}: {name}", shown(&file)));
+            }
+            rest = &rest[at + name.len()..];
+        }
+        for line in text.lines() {
+            let line: String = line
+                .chars()
+                .map(|c| if "\"',[]`()".contains(c) { ' ' } else { c })
+                .collect();
+            let mut pieces = line.split("airflow-entrypoint ");
+            pieces.next();
+            for piece in pieces {
+                let mut words = piece.split_whitespace();
+                while let Some(word) = words.next() {
+                    if word == "--" || !word.starts_with("--") {
+                        break;
+                    }
+                    let name = word.split('=').next().unwrap();
+                    match options.get(name) {
+                        None => {
+                            unknown.insert(format!("{}: {name}", shown(&file)));
+                        }
+                        Some(true) if !word.contains('=') => {
+                            words.next();
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "settings or options the binary does not have: {unknown:?}"
     );
 }

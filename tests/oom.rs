@@ -317,3 +317,118 @@ fn with_a_read_only_cgroupfs_the_victim_is_still_named_when_reaped() {
         "{stderr}"
     );
 }
+
+/// The summary counts what happened during this entrypoint's life: a first
+/// run in the cgroup is OOM-killed, a second run in the same cgroup, ended
+/// by a plain SIGKILL, claims no OOM kill and does not pass the first run's
+/// peak off as its own (the kernel's counters count the cgroup's life).
+#[test]
+fn a_second_run_in_the_same_cgroup_does_not_claim_the_first_runs_oom_kill() {
+    if !needs_root("a_second_run_in_the_same_cgroup_does_not_claim_the_first_runs_oom_kill") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("twice", LIMIT) else {
+        return;
+    };
+    let first = run_in(
+        &cgroup,
+        Mode::Subreaper,
+        "oom-first",
+        &["--", "perl", "-e", "$x = q(a) x (256 << 20); sleep 5"],
+    )
+    .finish_within(secs(60));
+    first.expect_code(137);
+    assert!(
+        first
+            .stderr
+            .contains("1 OOM kill(s) (limit 48.0 MiB, peak "),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(cgroup.oom_kills(), 1);
+
+    let mut second = Run::new(Mode::Subreaper, "oom-second")
+        .env("AIRFLOW_ENTRYPOINT_LOG_FORMAT", "json")
+        .shell("echo $$ > $T/pid; while :; do sleep 100 & wait $!; done");
+    cgroup.enter_on_spawn(second.command_mut());
+    let mut running = second.start();
+    let pid: i32 = running.wait_file("pid", secs(20)).trim().parse().unwrap();
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let done = running.finish_within(secs(20));
+    done.expect_code(137);
+    assert_eq!(cgroup.oom_kills(), 1, "the second run was OOM-killed too");
+    assert!(
+        !done.stderr.contains("OOM killer"),
+        "the first run's OOM kill named in the second:\n{}",
+        done.stderr
+    );
+    let line = done
+        .stderr
+        .lines()
+        .find(|l| l.contains("summary: "))
+        .unwrap_or_else(|| panic!("no summary:\n{}", done.stderr));
+    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object");
+    assert_eq!(v["oom_kills"], 0, "{line}");
+    assert_eq!(v["memory_limit"], LIMIT, "{line}");
+    // The first run's peak (about the limit) is not this run's: either the
+    // kernel tells this run's own (small), or it is 0 and the cgroup's
+    // earlier peak is given apart, labelled.
+    let peak = v["memory_peak"].as_u64().unwrap_or(u64::MAX);
+    assert!(peak < LIMIT / 2, "{line}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("0 OOM kill(s)"), "{line}");
+    if peak == 0 {
+        assert!(
+            v["cgroup_peak_before_run"].as_u64() > Some(LIMIT / 2),
+            "{line}"
+        );
+        assert!(message.contains("reached before it"), "{line}");
+    }
+}
+
+/// An OOM kill of a process that another process reaps (here the shell
+/// reaps perl) is counted, and expires: a plain SIGKILL of the main child
+/// seconds later is not called an OOM kill.
+#[test]
+fn an_unclaimed_oom_kill_expires_before_a_later_sigkill() {
+    if !needs_root("an_unclaimed_oom_kill_expires_before_a_later_sigkill") {
+        return;
+    }
+    let Some(cgroup) = MemoryCgroup::new("expire", LIMIT) else {
+        return;
+    };
+    let script =
+        format!("{HOG}; echo $? > $T/rc; echo $$ > $T/pid; while :; do sleep 100 & wait $!; done");
+    let mut running = run_in(
+        &cgroup,
+        Mode::Subreaper,
+        "oom-expire",
+        &["--", "sh", "-c", &script],
+    );
+    assert_eq!(running.wait_file("rc", secs(60)).trim(), "137");
+    let pid: i32 = running.wait_file("pid", secs(20)).trim().parse().unwrap();
+    wait_until(secs(20), || {
+        running
+            .dir
+            .read("stderr")
+            .contains("OOM killer killed 1 process(es)")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no OOM line:\n{}", running.dir.read("stderr")));
+    // What is waited for here is time itself: longer than the 2 s an OOM
+    // kill waits to be claimed by a death the entrypoint reaps.
+    std::thread::sleep(secs(3));
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let done = running.finish_within(secs(20));
+    done.expect_code(137);
+    assert_eq!(cgroup.oom_kills(), 1);
+    assert_eq!(
+        count(&done.stderr, "was killed by the OOM killer"),
+        0,
+        "{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("1 OOM kill(s)"), "{}", done.stderr);
+}

@@ -218,6 +218,179 @@ fn ctrl_z_is_forwarded_then_suspends_when_the_child_has_its_own_session() {
     }
 }
 
+/// The entrypoint as a plain process (not PID 1) in a session of its own
+/// with no controlling terminal, whatever the test runner has, as a process
+/// manager starts it.
+fn start_without_a_terminal(dir: &TempDir, env: &[(&str, &str)], script: &str) -> Child {
+    let mut command = Command::new(bin());
+    command
+        .args(["--", "sh", "-c", script])
+        .env_remove("AIRFLOW_ENTRYPOINT_LOG_FORMAT")
+        .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
+        .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
+        .envs(env.iter().copied())
+        .env("T", dir.path())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    // SAFETY: setsid is async-signal-safe; nothing else runs here.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command.spawn().expect("start the entrypoint")
+}
+
+/// A TSTP sent to an entrypoint with no terminal reaches a child that
+/// handles it as `expected` (it runs its trap, so it is not stopped), and
+/// the entrypoint still stops until a CONT.
+fn the_child_handles_it_and_the_entrypoint_still_stops(
+    tag: &str,
+    env: &[(&str, &str)],
+    expected: &str,
+) {
+    let dir = TempDir::new(tag);
+    let mut launched = start_without_a_terminal(
+        &dir,
+        env,
+        "for s in HUP TSTP CONT WINCH; do trap \"echo $s >> $T/got\" $s; done; trap 'exit 0' TERM; \
+         echo $$ > $T/child; while :; do sleep 100 & wait $!; done",
+    );
+    let entrypoint = launched.id() as i32;
+    let _guard = KillOnDrop(entrypoint);
+    let child: i32 = wait_until(secs(20), || dir.read("child").trim().parse().ok())
+        .unwrap_or_else(|| panic!("the child never started; stderr:\n{}", dir.read("stderr")));
+    // The child leads a session (and group) of its own: its `sleep` too.
+    let _child_guard = KillOnDrop(-child);
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTSTP) };
+    wait_until(secs(20), || {
+        (dir.read("got") == format!("{expected}\n") && state(entrypoint) == 'T').then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "after TSTP: got {:?}, entrypoint {}; stderr:\n{}",
+            dir.read("got"),
+            state(entrypoint),
+            dir.read("stderr")
+        )
+    });
+    assert_ne!(
+        state(child),
+        'T',
+        "the child was stopped, not left to its trap"
+    );
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGCONT) };
+    wait_until(secs(20), || {
+        (state(entrypoint) != 'T' && dir.read("got").contains("CONT")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("CONT did not resume both; stderr:\n{}", dir.read("stderr")));
+    // One CONT reached the child, not two: a second one would be trapped
+    // before or soon after this WINCH.
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGWINCH) };
+    wait_until(secs(20), || dir.read("got").contains("WINCH").then_some(()))
+        .unwrap_or_else(|| panic!("WINCH not forwarded; stderr:\n{}", dir.read("stderr")));
+    assert_eq!(
+        dir.read("got"),
+        format!("{expected}\nCONT\nWINCH\n"),
+        "stderr:\n{}",
+        dir.read("stderr")
+    );
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTERM) };
+    let status = wait_until(secs(20), || launched.try_wait().ok().flatten())
+        .unwrap_or_else(|| panic!("no exit after TERM; stderr:\n{}", dir.read("stderr")));
+    assert_eq!(status.code(), Some(0), "{}", dir.read("stderr"));
+}
+
+/// dumb-init's `test_default_rewrites_can_be_overriden_with_setsid_enabled`:
+/// a TSTP that SIGNAL_MAP rewrites to HUP reaches the child as HUP (it is
+/// not STOPped), and the entrypoint still stops.
+#[test]
+fn a_tstp_rewritten_by_signal_map_reaches_the_child_and_the_entrypoint_still_stops() {
+    the_child_handles_it_and_the_entrypoint_still_stops(
+        "jobctl-rewrite",
+        &[("AIRFLOW_ENTRYPOINT_SIGNAL_MAP", "TSTP:HUP")],
+        "HUP",
+    );
+}
+
+/// dumb-init without setsid (here scope `child`, `DUMB_INIT_SETSID=0`): the
+/// TSTP is forwarded as it is, and a child that traps it is not STOPped.
+#[test]
+fn with_scope_child_a_child_that_traps_tstp_gets_it_and_the_entrypoint_still_stops() {
+    the_child_handles_it_and_the_entrypoint_still_stops(
+        "jobctl-child",
+        &[("DUMB_INIT_SETSID", "0")],
+        "TSTP",
+    );
+}
+
+/// Job control without a terminal, as dumb-init does it: a process
+/// manager's `kill -TSTP` stops the entrypoint and its child (which the
+/// kernel would not stop with a default TSTP: its session's group is
+/// orphaned), and `kill -CONT` resumes both.
+#[test]
+fn tstp_then_cont_stop_and_resume_it_and_its_child_without_a_terminal() {
+    both_stop_and_resume("jobctl-noterm", &[]);
+}
+
+/// The same with scope `child` (`DUMB_INIT_SETSID=0`): the child gets the
+/// TSTP itself, and as it does not trap it, a STOP too.
+#[test]
+fn with_scope_child_tstp_then_cont_stop_and_resume_a_child_that_does_not_trap_it() {
+    both_stop_and_resume("jobctl-noterm-child", &[("DUMB_INIT_SETSID", "0")]);
+}
+
+fn both_stop_and_resume(tag: &str, env: &[(&str, &str)]) {
+    let dir = TempDir::new(tag);
+    let mut launched = start_without_a_terminal(&dir, env, "echo $$ > $T/child; exec sleep 300");
+    let entrypoint = launched.id() as i32;
+    let _guard = KillOnDrop(entrypoint);
+    let child: i32 = wait_until(secs(20), || dir.read("child").trim().parse().ok())
+        .unwrap_or_else(|| panic!("the child never started; stderr:\n{}", dir.read("stderr")));
+    let _child_guard = KillOnDrop(child);
+    // setsid leaves it without a controlling terminal.
+    assert_eq!(session_of(entrypoint), Some(entrypoint));
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTSTP) };
+    wait_until(secs(20), || {
+        (state(entrypoint) == 'T' && state(child) == 'T').then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "after TSTP: entrypoint {}, child {}; stderr:\n{}",
+            state(entrypoint),
+            state(child),
+            dir.read("stderr")
+        )
+    });
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGCONT) };
+    wait_until(secs(20), || {
+        (state(entrypoint) != 'T' && state(child) != 'T').then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "after CONT: entrypoint {}, child {}; stderr:\n{}",
+            state(entrypoint),
+            state(child),
+            dir.read("stderr")
+        )
+    });
+    // Still supervising: a TERM reaches the child and ends the run.
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(entrypoint, libc::SIGTERM) };
+    let status = wait_until(secs(20), || launched.try_wait().ok().flatten())
+        .unwrap_or_else(|| panic!("no exit after TERM; stderr:\n{}", dir.read("stderr")));
+    assert_eq!(status.code(), Some(143), "{}", dir.read("stderr"));
+}
+
 /// Starts the entrypoint as PID 1 and session leader of a pty (as
 /// `docker run -t` does), with stdin from /dev/null so that the child runs
 /// in a session of its own. Returns the launcher and the pty master.

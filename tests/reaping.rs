@@ -116,3 +116,33 @@ fn with_nothing_left_behind_it_exits_at_once() {
     );
     assert!(!f.stderr.contains("SIGTERM"), "{}", f.stderr);
 }
+
+/// At debug level every reaped orphan is named: its pid, and its command as
+/// read from /proc while it was still a zombie.
+#[test]
+fn at_debug_level_a_reaped_orphan_is_named_by_pid_and_command() {
+    if !needs_root("at_debug_level_a_reaped_orphan_is_named_by_pid_and_command") {
+        return;
+    }
+    // `nap-orphan` is sleep under a name of its own; the subshell leaves
+    // it to the entrypoint and the main child lives on.
+    let script = "cp \"$(command -v sleep)\" $T/nap-orphan; \
+        ($T/nap-orphan 0.2 & echo $! > $T/orphan); \
+        trap 'exit 0' TERM; while :; do sleep 100 & wait $!; done";
+    // As PID 1: the namespace, and all it holds, dies with the run.
+    let mut running = Run::new(Mode::Pid1, "reap-named").shell(script).start();
+    let orphan: i32 = running
+        .wait_file("orphan", secs(20))
+        .trim()
+        .parse()
+        .unwrap();
+    let line = format!("reaped orphan pid {orphan} (nap-orphan)");
+    wait_until(secs(20), || {
+        running.dir.read("stderr").contains(&line).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no {line:?}; stderr:\n{}", running.dir.read("stderr")));
+    running.signal(libc::SIGTERM);
+    let done = running.finish_within(secs(20));
+    done.expect_code(0);
+    assert_eq!(done.stderr.matches(&line).count(), 1, "{}", done.stderr);
+}

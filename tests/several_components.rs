@@ -1,7 +1,7 @@
 //! Several components in one container (`a + b + ...`): output prefixed line
 //! by line with stdout and stderr kept apart, restarts within a budget, the
 //! exit status of the component that spent it, and one parallel stop. Plain
-//! programs here; real Airflow in tests/several_components_airflow.rs.
+//! programs, and real Airflow in the `real_airflow_*` tests at the end.
 
 mod support;
 use std::fs;

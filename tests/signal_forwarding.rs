@@ -264,3 +264,123 @@ fn term_delay_forwards_term_after_the_delay() {
         "forwarded before the delay"
     );
 }
+
+/// Kills each pid it holds when the test ends, also when it fails (a
+/// negative one is a process group).
+struct KillOnDrop(Vec<i32>);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A child that writes its pid to $T/child and TERM to $T/got on SIGTERM.
+const TERM_RECORDER: &str =
+    "trap 'echo TERM > $T/got; exit 0' TERM; echo $$ > $T/child; while :; do sleep 100 & wait $!; done";
+
+/// `--parent-death-signal TERM`: when the process that started the
+/// entrypoint is killed, the kernel sends the entrypoint SIGTERM, which it
+/// forwards; the child ends and so does the entrypoint.
+#[test]
+fn the_parent_death_signal_arrives_when_the_parent_is_killed() {
+    let dir = TempDir::new("pdeath");
+    let mut parent = std::process::Command::new("sh")
+        .args(["-c", "\"$0\" \"$@\" & echo $! > \"$T/entrypoint\"; wait"])
+        .arg(bin())
+        .args([
+            "--parent-death-signal",
+            "TERM",
+            "--",
+            "sh",
+            "-c",
+            TERM_RECORDER,
+        ])
+        .env_remove("AIRFLOW_ENTRYPOINT_LOG_FORMAT")
+        .env("AIRFLOW_ENTRYPOINT_RUN_AS_ROOT", "true")
+        .env("AIRFLOW_ENTRYPOINT_LOG_LEVEL", "debug")
+        .env("T", dir.path())
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .expect("start the parent shell");
+    let mut guard = KillOnDrop(vec![parent.id() as i32]);
+    let entrypoint: i32 = wait_until(secs(20), || dir.read("entrypoint").trim().parse().ok())
+        .expect("the parent shell did not start the entrypoint");
+    guard.0.push(entrypoint);
+    let child: i32 = wait_until(secs(20), || dir.read("child").trim().parse().ok())
+        .unwrap_or_else(|| panic!("the child never started; stderr:\n{}", dir.read("stderr")));
+    // The child leads a session (and group) of its own: its `sleep` too.
+    guard.0.extend([child, -child]);
+    let _ = parent.kill();
+    let _ = parent.wait();
+    wait_until(secs(20), || {
+        (dir.read("got").trim() == "TERM").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no TERM reached the child after the parent died; stderr:\n{}",
+            dir.read("stderr")
+        )
+    });
+    wait_until(secs(20), || (!alive(entrypoint)).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "the entrypoint outlived its parent:\n{}",
+            dir.read("stderr")
+        )
+    });
+    assert!(
+        dir.read("stderr").contains("forwarded signal"),
+        "{}",
+        dir.read("stderr")
+    );
+}
+
+/// The kernel clears the parent-death signal when credentials change: after
+/// the drop to the service user it is set again, so killing the launcher
+/// (unshare, the parent of the namespace's init) still sends it.
+#[test]
+fn the_parent_death_signal_survives_the_drop_to_the_service_user() {
+    if !needs_root("the_parent_death_signal_survives_the_drop_to_the_service_user") {
+        return;
+    }
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nastro:x:5000:5000:Astro:/home/astro:/bin/sh\n";
+    let script = format!("id -u > $T/uid; {TERM_RECORDER}");
+    let mut running = Run::with_users(
+        "pdeath-drop",
+        PASSWD,
+        "root:x:0:\nastro:x:5000:\n",
+        0o644,
+        None,
+    )
+    .args(["--parent-death-signal", "TERM", "--", "sh", "-c", &script])
+    .start();
+    running.wait_file("child", secs(20));
+    assert_eq!(running.dir.read("uid").trim(), "5000");
+    let entrypoint = running.entrypoint_pid();
+    // Once the launcher is reaped the run no longer kills what it started.
+    let _guard = KillOnDrop(vec![entrypoint]);
+    // SAFETY: kill(2) with plain integers: the launcher only.
+    unsafe { libc::kill(running.launcher_pid(), libc::SIGKILL) };
+    running.wait(secs(20));
+    wait_until(secs(20), || {
+        (running.dir.read("got").trim() == "TERM").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no TERM reached the child after the launcher died; stderr:\n{}",
+            running.dir.read("stderr")
+        )
+    });
+    wait_until(secs(20), || (!alive(entrypoint)).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "the entrypoint outlived its parent:\n{}",
+            running.dir.read("stderr")
+        )
+    });
+}

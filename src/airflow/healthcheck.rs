@@ -6,14 +6,13 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::airflow::components::airflow_subcommand;
 use crate::airflow::jobs::Job;
 use crate::env::layers::Layered;
 
-const BUDGET: Duration = Duration::from_secs(5);
+pub const BUDGET: Duration = Duration::from_secs(5);
 
 /// What to ask, for the component COMMAND runs.
 #[derive(Debug, PartialEq, Eq)]
@@ -277,12 +276,9 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
     }
 }
 
-/// Runs the check: Ok(detail) healthy, Err(reason) not.
-pub fn run(check: &Check) -> Result<String, String> {
-    run_within(check, BUDGET)
-}
-
-/// As `run`, within `budget` (the supervisor's readiness probe is short).
+/// Runs the check within `budget`: Ok(detail) healthy, Err(reason) not.
+/// (`--healthcheck` gives it what is left of BUDGET; the supervisor's
+/// readiness probe is shorter.)
 pub fn run_within(check: &Check, budget: Duration) -> Result<String, String> {
     match check {
         Check::Running(why) => Ok(format!("nothing to ask: {why}")),
@@ -295,32 +291,45 @@ pub fn run_within(check: &Check, budget: Duration) -> Result<String, String> {
     }
 }
 
+/// The most of an HTTP answer read (a health document is small).
+const MAX_RESPONSE: u64 = 64 * 1024;
+
 fn http_get(port: u16, path: &str, budget: Duration) -> Result<String, String> {
-    let started = Instant::now();
-    let addrs: Vec<_> = ("127.0.0.1", port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .collect();
-    let addr = addrs.first().ok_or("no address")?;
-    let mut stream = TcpStream::connect_timeout(addr, budget).map_err(|e| {
-        format!(
-            "127.0.0.1:{port}: {}",
-            crate::wire::transport::io_reason(&e)
-        )
+    // One deadline for the connect, the request and every read: an
+    // endpoint that drips its answer cannot stretch the budget.
+    let endpoint = crate::wire::url::Endpoint::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let mut stream = crate::wire::transport::connect(&endpoint, budget).map_err(|v| match v {
+        crate::wire::Verdict::NotYet(r) | crate::wire::Verdict::Fatal(r) => {
+            format!("127.0.0.1:{port}: {r}")
+        }
+        crate::wire::Verdict::Ready => format!("127.0.0.1:{port}: no connection"),
     })?;
-    let left = budget
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_millis(100));
-    let _ = stream.set_read_timeout(Some(left));
-    let _ = stream.set_write_timeout(Some(left));
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: airflow-entrypoint\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
+        .and_then(|_| stream.flush())
+        .map_err(|e| {
+            format!(
+                "127.0.0.1:{port}: {}",
+                crate::wire::transport::io_reason(&e)
+            )
+        })?;
     let mut response = Vec::new();
-    let _ = stream.take(64 * 1024).read_to_end(&mut response);
+    // Past the deadline the read fails: an answer that did not end in
+    // time is no answer (HTTP/1.0 with Connection: close ends with EOF).
+    if let Err(e) = stream.take(MAX_RESPONSE).read_to_end(&mut response) {
+        return Err(format!(
+            "GET {path} on port {port}: no complete answer within {:.1} s ({})",
+            budget.as_secs_f64(),
+            crate::wire::transport::io_reason(&e)
+        ));
+    }
     let text = String::from_utf8_lossy(&response);
-    let status = text.lines().next().unwrap_or("").to_string();
+    // The status line as it may be shown: one line, short, masked.
+    let status = crate::wire::server_text(text.lines().next().unwrap_or(""), &[]);
     let code = status.split_whitespace().nth(1).unwrap_or("");
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
     // The api-server's (and Airflow 2 webserver's) health lists other
@@ -342,6 +351,7 @@ fn http_get(port: u16, path: &str, budget: Duration) -> Result<String, String> {
             .chars()
             .take(160)
             .collect();
+        let snippet = crate::wire::server_text(&snippet, &[]);
         Err(format!("GET {path} on port {port}: {status} {snippet}"))
     }
 }

@@ -183,10 +183,10 @@ pub fn wait_needs(members: &[Member], layers: &Layered, wait_only: bool) -> Need
 pub fn api_server_probe(
     layers: &Layered,
     member: &Member,
-) -> Box<dyn FnMut(std::time::Duration) -> bool> {
+) -> std::sync::Arc<dyn Fn(std::time::Duration) -> bool + Send + Sync> {
     let major = installed_version(layers).map_or(3, |f| f.version.0);
     let check = healthcheck::plan(&member.planned.argv, layers, major);
-    Box::new(move |budget| healthcheck::run_within(&check, budget).is_ok())
+    std::sync::Arc::new(move |budget| healthcheck::run_within(&check, budget).is_ok())
 }
 
 /// The installed Airflow, from AIRFLOW_VERSION or the files beside the
@@ -234,6 +234,8 @@ pub fn healthcheck(
     given: &[OsString],
 ) -> i32 {
     let (line, code) = health_verdict(inbox, settings, layers, given);
+    // A health server's body or a database's error may quote a URL.
+    let line = crate::redact::redact(&line);
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, line.as_bytes());
     let _ = std::io::Write::flush(&mut out);
@@ -247,6 +249,8 @@ fn health_verdict(
     layers: &Layered,
     given: &[OsString],
 ) -> (String, i32) {
+    // One budget for every part a group has.
+    let deadline = std::time::Instant::now() + healthcheck::BUDGET;
     let major = installed_version(layers).map_or(3, |f| f.version.0);
     let mut answers = Vec::new();
     let mut nothing_asked = true;
@@ -259,16 +263,19 @@ fn health_verdict(
         let verdict = process.and_then(|state| {
             let answer = match check {
                 healthcheck::Check::Jobs { job_type, why } => {
-                    job_health(inbox, settings, layers, job_type)
+                    job_health(inbox, settings, layers, job_type, deadline)
                         .map(|detail| format!("{detail} ({why})"))
                 }
                 healthcheck::Check::CeleryWorker => {
                     let path = layers.get("PATH").map(OsString::from);
                     let mut run =
                         crate::supervisor::steps::command_runner(inbox, layers.child_env(), path);
-                    celery::health(inbox, layers, &mut run)
+                    celery::health(inbox, layers, settings.hostname.as_deref(), &mut run)
                 }
-                check => healthcheck::run(&check),
+                check => healthcheck::run_within(
+                    &check,
+                    deadline.saturating_duration_since(std::time::Instant::now()),
+                ),
             }?;
             Ok(match state {
                 Some(state) if !asks => format!("{answer}; {state}"),
@@ -315,6 +322,7 @@ fn job_health(
     settings: &Settings,
     layers: &Layered,
     job_type: &str,
+    deadline: std::time::Instant,
 ) -> Result<String, String> {
     let host = job_hostname(settings, layers)?;
     let target = database_target(inbox, layers).map_err(|f| f.message)?;
@@ -324,10 +332,24 @@ fn job_health(
         hostname: Some(host.clone()),
         limit: 1,
     };
-    let found = jobs::running_jobs(&target, HEALTH_DB_TIMEOUT, &filter)
-        .map_err(|e| format!("the metadata database did not answer: {e}"))?;
+    // Off this thread, within what is left of the check's 5 s: a database
+    // that drips cannot hold the probe, and a signal ends it at once.
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let timeout = left.max(std::time::Duration::from_millis(100));
+    let found = crate::readiness::bounded::off_thread(inbox, deadline, move || {
+        jobs::running_jobs(&target, timeout, &filter)
+    })
+    .map_err(|f| {
+        if f.exit_code > 128 {
+            format!(
+                "stopped by SIG{}",
+                crate::signals::signal_name(f.exit_code - 128)
+            )
+        } else {
+            f.message
+        }
+    })?
+    .ok_or("the metadata database did not answer within the health check's 5 s")?
+    .map_err(|e| format!("the metadata database did not answer: {e}"))?;
     healthcheck::job_verdict(&found, job_type, &host, threshold)
 }
-
-/// How long `--healthcheck` gives the metadata database.
-const HEALTH_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -15,10 +15,14 @@ use crate::airflow::version::Version;
 use crate::env::layers::Layered;
 use crate::env::urls::Runner;
 use crate::error::Failure;
-use crate::readiness::schema::{current_revisions, pause_until};
+use crate::readiness::bounded::off_thread;
+use crate::readiness::schema::{pause_until, revisions_off_thread};
 use crate::settings::Settings;
 use crate::signals::SignalInbox;
 use crate::wire::url::Target;
+
+/// The native `jobs check`'s query, connect to last row.
+const JOBS_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A command this module answers, with its flags parsed.
 #[derive(Debug, PartialEq)]
@@ -211,10 +215,18 @@ pub fn answer(
                 hostname,
                 limit,
             };
-            let found =
-                jobs::running_jobs(target, Duration::from_secs(30), &filter).map_err(|e| {
-                    Failure::new(1, format!("the metadata database did not answer: {e}"))
-                })?;
+            // Off this thread, so that TERM/INT end it at once.
+            let owned = target.clone();
+            let deadline = Instant::now() + JOBS_QUERY_TIMEOUT;
+            let found = off_thread(inbox, deadline, move || {
+                jobs::running_jobs(&owned, JOBS_QUERY_TIMEOUT, &filter)
+            })?
+            .unwrap_or_else(|| {
+                Err(crate::wire::sql::SqlError::Connection(
+                    crate::wire::Verdict::NotYet("timed out".into()),
+                ))
+            })
+            .map_err(|e| Failure::new(1, format!("the metadata database did not answer: {e}")))?;
             let mut alive = 0;
             for job in &found {
                 let threshold = jobs::threshold(layers, &job.job_type)?;
@@ -273,9 +285,15 @@ fn check_migrations(
     let schemas = crate::airflow::installed_schemas(layers, version)?;
     let rounds = timeout.max(1);
     let mut last: Vec<BTreeSet<String>> = Vec::new();
+    // Airflow's rounds are a second each plus its query; a query here
+    // gets at most what is left of the whole, so that a server that
+    // drips cannot stretch `-t N` (and never more than 10 s).
+    let end = Instant::now() + Duration::from_secs(rounds);
     for ticker in 0..rounds {
         let round = Instant::now();
-        match current_revisions(target, Duration::from_secs(10), &schemas) {
+        let left = end.saturating_duration_since(round);
+        let query_timeout = left.clamp(Duration::from_millis(200), Duration::from_secs(10));
+        match revisions_off_thread(inbox, target, query_timeout, &schemas)? {
             Ok(current) => {
                 let at_heads = schemas
                     .iter()
@@ -287,6 +305,9 @@ fn check_migrations(
                 last = current;
             }
             Err(e) => tracing::debug!("reading the schema version: {e}"),
+        }
+        if Instant::now() >= end {
+            break;
         }
         pause_until(inbox, round + Duration::from_secs(1))?;
         tracing::info!("Waiting for migrations... {ticker} second(s)");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::airflow::version::{self, Version};
 use crate::env::layers::{Layered, Source};
 use crate::error::Failure;
-use crate::readiness::schema::{current_revisions, standing, Standing};
+use crate::readiness::schema::{revisions_off_thread, standing, Standing};
 use crate::settings::{parse_bool, MigrateMode, Settings};
 use crate::signals::SignalInbox;
 use crate::supervisor::program::find_program;
@@ -23,6 +23,8 @@ use crate::wire::url::Target;
 /// `airflow db migrate` runs at most this often before start-up fails.
 const MIGRATE_ATTEMPTS: u32 = 3;
 const MIGRATE_RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// MIGRATE=auto's look at the schema, connect to last row.
+const SCHEMA_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits `how_long` while still answering signals: TERM/INT end start-up.
 fn pause(inbox: &SignalInbox, how_long: Duration) -> Result<(), Failure> {
@@ -139,43 +141,46 @@ impl Steps<'_> {
     }
 
     /// MIGRATE=auto: is the schema already at the installed heads? Any
-    /// doubt (no database target, a failed query) means "migrate".
-    fn schema_at_head(&self) -> bool {
+    /// doubt (no database target, a failed query) means "migrate". The
+    /// query runs off this thread: TERM/INT end start-up at once.
+    fn schema_at_head(&self) -> Result<bool, Failure> {
         let (MigrateMode::Auto, Some(database)) = (self.migrate_mode, self.database) else {
-            return false;
+            return Ok(false);
         };
         let started = std::time::Instant::now();
         let schemas = match crate::airflow::installed_schemas(self.layers, self.version) {
             Ok(schemas) => schemas,
             Err(f) => {
                 tracing::info!("cannot tell the expected schema ({}); migrating", f.message);
-                return false;
+                return Ok(false);
             }
         };
-        match current_revisions(database, Duration::from_secs(10), &schemas) {
-            Ok(current) => {
-                let at_head = schemas
-                    .iter()
-                    .zip(&current)
-                    .all(|(schema, revisions)| standing(schema, revisions) == Standing::AtHead);
-                if at_head {
-                    let heads: Vec<String> = schemas
+        Ok(
+            match revisions_off_thread(self.inbox, database, SCHEMA_CHECK_TIMEOUT, &schemas)? {
+                Ok(current) => {
+                    let at_head = schemas
                         .iter()
-                        .map(|s| format!("{} {}", s.name, s.head))
-                        .collect();
-                    tracing::info!(
+                        .zip(&current)
+                        .all(|(schema, revisions)| standing(schema, revisions) == Standing::AtHead);
+                    if at_head {
+                        let heads: Vec<String> = schemas
+                            .iter()
+                            .map(|s| format!("{} {}", s.name, s.head))
+                            .collect();
+                        tracing::info!(
                         "the schema is already at its head ({}; checked in {} ms): skipping airflow db migrate (AIRFLOW_ENTRYPOINT_MIGRATE=always runs it anyway)",
                         heads.join(", "),
                         started.elapsed().as_millis()
                     );
+                    }
+                    at_head
                 }
-                at_head
-            }
-            Err(e) => {
-                tracing::info!("cannot read the schema version ({e}); migrating");
-                false
-            }
-        }
+                Err(e) => {
+                    tracing::info!("cannot read the schema version ({e}); migrating");
+                    false
+                }
+            },
+        )
     }
 
     fn migrate(&mut self) -> Result<(), Failure> {
@@ -184,7 +189,7 @@ impl Steps<'_> {
         if upgrade {
             tracing::warn!("_AIRFLOW_DB_UPGRADE is deprecated; use _AIRFLOW_DB_MIGRATE=true");
         }
-        if !(migrate || upgrade) || self.schema_at_head() {
+        if !(migrate || upgrade) || self.schema_at_head()? {
             return Ok(());
         }
         // `db migrate` arrived in 2.7. Airflow's migration lock serialises

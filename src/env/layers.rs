@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::env::file::parse_env_file;
+use crate::env::text_file::{read_text_file, ReadError};
 use crate::error::Failure;
 
 /// Where a variable's value came from.
@@ -82,17 +83,21 @@ impl Layered {
         source: Source,
         container: &BTreeMap<String, String>,
     ) -> Result<(), Failure> {
-        let text = std::fs::read(path).map_err(|e| {
+        let setting = match source {
+            Source::ImageDefault(_) => "AIRFLOW_ENTRYPOINT_ENV_DIR",
+            _ => "AIRFLOW_ENTRYPOINT_ENV_FILES",
+        };
+        let text = read_text_file(path).map_err(|e| {
+            let fix = match e {
+                ReadError::NotUtf8(_) => "env files must be UTF-8 text".to_string(),
+                ReadError::TooLarge(_) | ReadError::NotRegular(_) => {
+                    format!("point {setting} at regular files of at most 1 MiB each")
+                }
+                _ => format!("fix the path in {setting} or the mount"),
+            };
             Failure::config(format!(
-                "cannot read env file {}: {e}; fix the path in AIRFLOW_ENTRYPOINT_ENV_FILES/ENV_DIR or the mount",
+                "cannot read env file {} (from {setting}): {e}; {fix}",
                 path.display()
-            ))
-        })?;
-        let text = String::from_utf8(text).map_err(|e| {
-            Failure::config(format!(
-                "{}: not UTF-8 text (byte {}); env files must be UTF-8",
-                path.display(),
-                e.utf8_error().valid_up_to()
             ))
         })?;
         // ${VAR} resolves like the final result would: the container's

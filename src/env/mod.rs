@@ -8,6 +8,7 @@ pub mod file;
 pub mod layers;
 pub mod options;
 pub mod print;
+pub mod text_file;
 pub mod urls;
 
 use crate::error::Failure;

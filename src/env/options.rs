@@ -18,24 +18,46 @@ pub fn airflow_option(
     section: &str,
     key: &str,
 ) -> Result<Option<OptionValue>, Failure> {
-    let variable = format!(
-        "AIRFLOW__{}__{}",
-        section.to_ascii_uppercase(),
-        key.to_ascii_uppercase()
-    );
-    if let Some(value) = layers.get(&variable) {
-        return Ok(Some(OptionValue {
-            value: value.to_string(),
-            origin: layers.describe(&variable),
-        }));
+    Options::new(layers).get(section, key)
+}
+
+/// Several options of one configuration: airflow.cfg is read (and only
+/// when an option is not in the environment) once.
+pub struct Options<'a> {
+    layers: &'a Layered,
+    file: Option<Option<(std::path::PathBuf, String)>>,
+}
+
+impl<'a> Options<'a> {
+    pub fn new(layers: &'a Layered) -> Self {
+        Options { layers, file: None }
     }
-    let Some((path, text)) = config_file_text(layers)? else {
-        return Ok(None);
-    };
-    let found = cfg_get(&text, section, key)
-        .map_err(|e| Failure::config(format!("{}:{}: {}", path.display(), e.line, e.message)))?;
-    Ok(found.map(|value| OptionValue {
-        value,
-        origin: format!("[{section}] {key} in {}", path.display()),
-    }))
+
+    pub fn get(&mut self, section: &str, key: &str) -> Result<Option<OptionValue>, Failure> {
+        let layers = self.layers;
+        let variable = format!(
+            "AIRFLOW__{}__{}",
+            section.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        );
+        if let Some(value) = layers.get(&variable) {
+            return Ok(Some(OptionValue {
+                value: value.to_string(),
+                origin: layers.describe(&variable),
+            }));
+        }
+        if self.file.is_none() {
+            self.file = Some(config_file_text(layers)?);
+        }
+        let Some(Some((path, text))) = &self.file else {
+            return Ok(None);
+        };
+        let found = cfg_get(text, section, key).map_err(|e| {
+            Failure::config(format!("{}:{}: {}", path.display(), e.line, e.message))
+        })?;
+        Ok(found.map(|value| OptionValue {
+            value,
+            origin: format!("[{section}] {key} in {}", path.display()),
+        }))
+    }
 }

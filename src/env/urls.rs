@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::env::cfg_file::cfg_get;
 use crate::env::layers::Layered;
+use crate::env::text_file::{read_text_file, ReadError};
 use crate::error::Failure;
 
 /// What to resolve.
@@ -142,13 +143,23 @@ pub fn config_file_text(layers: &Layered) -> Result<Option<(PathBuf, String)>, F
     let Some(path) = config_file_path(layers) else {
         return Ok(None);
     };
-    match std::fs::read_to_string(&path) {
+    match read_text_file(&path) {
         Ok(text) => Ok(Some((path, text))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Failure::config(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(ReadError::NotFound) => Ok(None),
+        Err(e) => {
+            let named_by = if layers.get("AIRFLOW_CONFIG").is_some() {
+                layers.describe("AIRFLOW_CONFIG")
+            } else {
+                format!(
+                    "$AIRFLOW_HOME/airflow.cfg, {}",
+                    layers.describe("AIRFLOW_HOME")
+                )
+            };
+            Err(Failure::config(format!(
+                "cannot read the Airflow config file {} (named by {named_by}): {e}; it must be a regular UTF-8 file of at most 1 MiB",
+                path.display()
+            )))
+        }
     }
 }
 

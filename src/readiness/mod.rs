@@ -4,6 +4,7 @@
 //! It never reaps or starts a process: `_CMD` URLs resolve through the
 //! runner that `main` hands in, and a SIGCHLD is left in the inbox.
 
+pub mod bounded;
 pub mod schema;
 pub mod wait;
 
@@ -49,6 +50,13 @@ pub fn resolve_targets(
             origin = resolved.origin.as_str(),
             "{label}"
         );
+        if target.ambiguous {
+            tracing::warn!(
+                url = shown_url.as_str(),
+                origin = resolved.origin.as_str(),
+                "the {label} URL has an `@` after its password: Airflow's libraries end the password before it, and so does this wait (host, port and database are masked in every line). If the password holds `@`, `/`, `?`, `#` or `:`, percent-encode them (%40, %2F, %3F, %23, %3A)"
+            );
+        }
         targets.push(WaitTarget {
             label,
             target,

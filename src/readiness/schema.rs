@@ -109,7 +109,7 @@ pub fn wait_for_heads(
         let mut connected = true;
         let left = deadline.saturating_duration_since(Instant::now());
         let per_attempt = left.clamp(Duration::from_millis(200), Duration::from_secs(3));
-        let reason = match current_revisions(target, per_attempt, schemas) {
+        let reason = match revisions_off_thread(inbox, target, per_attempt, schemas)? {
             Ok(current) => {
                 let mut behind = Vec::new();
                 for (schema, revisions) in schemas.iter().zip(&current) {
@@ -173,6 +173,27 @@ pub fn wait_for_heads(
         let pause = if connected { POLL_EVERY } else { RETRY_CONNECT };
         pause_until(inbox, (now + pause).min(deadline))?;
     }
+}
+
+/// `current_revisions` on a thread of its own, within `timeout`, while
+/// this thread answers signals (TERM/INT: 128+N at once). Not done by then
+/// is a connection that is not ready yet.
+pub fn revisions_off_thread(
+    inbox: &SignalInbox,
+    target: &Target,
+    timeout: Duration,
+    schemas: &[ExpectedSchema],
+) -> Result<Result<Vec<BTreeSet<String>>, SqlError>, Failure> {
+    let (target, schemas) = (target.clone(), schemas.to_vec());
+    let deadline = Instant::now() + timeout;
+    let done = super::bounded::off_thread(inbox, deadline, move || {
+        current_revisions(&target, timeout, &schemas)
+    })?;
+    Ok(done.unwrap_or_else(|| {
+        Err(SqlError::Connection(Verdict::NotYet(
+            "the query did not finish in time".into(),
+        )))
+    }))
 }
 
 /// Waits until `until` while answering signals: TERM/INT end the wait

@@ -37,6 +37,11 @@ pub struct Budget {
 const FIRST_INTERVAL: Duration = Duration::from_millis(50);
 const REFUSED_INTERVAL: Duration = Duration::from_millis(100);
 const LOG_EVERY: Duration = Duration::from_secs(1);
+/// The shortest and longest time one attempt may take.
+const ATTEMPT_MIN: Duration = Duration::from_millis(200);
+const ATTEMPT_MAX: Duration = Duration::from_secs(3);
+/// How long past the budget the wait gives up on a probe thread.
+const BACKSTOP_AFTER: Duration = Duration::from_millis(450);
 
 enum Outcome {
     Ready,
@@ -83,9 +88,11 @@ pub fn wait_for_all(
     }
     drop(sender);
     let mut ready = 0;
-    // The threads keep the budget themselves; this backstop covers a probe
-    // stuck in the resolver past it.
-    let backstop = deadline + Duration::from_secs(5);
+    // The threads keep the budget themselves: every attempt's connect, TLS
+    // and reads end by one deadline within it (an attempt started just
+    // before the end may run ATTEMPT_MIN past it). This backstop covers
+    // what nothing can bound, a probe stuck in the resolver.
+    let backstop = deadline + BACKSTOP_AFTER;
     loop {
         for signal in inbox.wait(Some(backstop), Some(wake_read.as_fd())) {
             if is_terminating(signal) {
@@ -168,7 +175,7 @@ fn retry(
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        let per_attempt = left.clamp(Duration::from_millis(200), Duration::from_secs(3));
+        let per_attempt = left.clamp(ATTEMPT_MIN, ATTEMPT_MAX);
         let reason = match probe(&target.target, per_attempt) {
             Verdict::Ready => {
                 tracing::info!(

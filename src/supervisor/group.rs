@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -38,8 +39,9 @@ pub struct Component {
     pub env: Vec<(OsString, OsString)>,
     pub policy: Policy,
     /// The api-server's readiness probe (within the given time): the
-    /// others start once it answers. None for the other components.
-    pub ready: Option<Box<dyn FnMut(Duration) -> bool>>,
+    /// others start once it answers. None for the other components. It
+    /// runs on a thread of its own, never in this loop.
+    pub ready: Option<Arc<dyn Fn(Duration) -> bool + Send + Sync>>,
 }
 
 /// How the group is run, from the settings.
@@ -108,6 +110,7 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
         .collect();
     let ready_deadline = now + group.ready_timeout;
     let mut next_ready_probe = first_waits.then_some(now + READY_EVERY);
+    let mut ready_probe: Option<ReadyProbe> = None;
     let mut jitter = Jitter::new();
     let mut stop: Option<Stop> = None;
     let mut trim_at: Option<Instant> = None;
@@ -248,14 +251,18 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             }
         }
 
-        // The api-server's readiness gates the others.
-        if next_ready_probe.is_some_and(|at| at <= now) {
-            let answered = slots[0].running.is_some()
-                && slots[0]
-                    .component
-                    .ready
-                    .as_mut()
-                    .is_some_and(|probe| probe(Duration::from_millis(400)));
+        // The api-server's readiness gates the others. Its probe runs on
+        // a thread (an endpoint that drips must not hold this loop: it
+        // reaps and answers signals); its answer wakes the loop.
+        let answer = ready_probe.as_ref().and_then(ReadyProbe::answer);
+        if answer.is_some() {
+            ready_probe = None;
+            if answer == Some(false) {
+                next_ready_probe = Some(Instant::now() + READY_EVERY);
+            }
+        }
+        if ready_probe.is_none() && next_ready_probe.is_some_and(|at| at <= now) {
+            let answered = answer == Some(true);
             let timed_out = Instant::now() >= ready_deadline;
             if answered || timed_out {
                 if answered {
@@ -276,12 +283,24 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
                 }
                 continue; // start them at once
             }
-            next_ready_probe = Some(Instant::now() + READY_EVERY);
+            let probe = slots[0]
+                .component
+                .ready
+                .clone()
+                .filter(|_| slots[0].running.is_some() && answer.is_none());
+            match probe {
+                Some(probe) => match ReadyProbe::start(probe) {
+                    Ok(started) => ready_probe = Some(started),
+                    Err(e) => tracing::debug!(error = %e, "cannot start the readiness probe"),
+                },
+                None => next_ready_probe = Some(Instant::now() + READY_EVERY),
+            }
         }
 
         // Start-up's pages go once the components run (see `trim`): right
         // before the wait, so that nothing runs between the two.
-        if trim_at.is_some_and(|at| at <= Instant::now()) {
+        // Never while a probe thread lives: the seal's invariant (alloc.rs).
+        if ready_probe.is_none() && trim_at.is_some_and(|at| at <= Instant::now()) {
             trim_at = None;
             crate::alloc::seal();
             super::trim::release_startup_pages(inbox);
@@ -291,9 +310,9 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             .iter()
             .filter(|s| s.running.is_none())
             .filter_map(|s| s.start_at)
-            .chain(next_ready_probe)
-            .chain(stop.as_ref().map(|s| s.kill_at))
-            .chain(trim_at)
+            .chain(next_ready_probe.filter(|_| ready_probe.is_none()))
+            .chain(stop.as_ref().map(Stop::next_deadline))
+            .chain(trim_at.filter(|_| ready_probe.is_none()))
             .min();
         let mut fds: Vec<(usize, bool, BorrowedFd<'_>)> = Vec::new();
         for (index, slot) in slots.iter().enumerate() {
@@ -307,10 +326,13 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             }
         }
         let mut borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, _, fd)| *fd).collect();
-        // The OOM watch's fd last: an event wakes the same loop.
-        borrowed.extend(oom.as_ref().and_then(|w| w.fd()));
+        // The OOM watch's fd, then the probe's: either wakes the same loop.
+        let oom_fd = oom.as_ref().and_then(|w| w.fd());
+        let oom_index = oom_fd.map(|_| borrowed.len());
+        borrowed.extend(oom_fd);
+        borrowed.extend(ready_probe.as_ref().map(|p| p.wake.as_fd()));
         let (signals, readable) = inbox.wait_many(deadline, &borrowed);
-        let oom_woke = readable.contains(&fds.len());
+        let oom_woke = oom_index.is_some_and(|i| readable.contains(&i));
         let readable: Vec<(usize, bool)> = readable
             .iter()
             .filter_map(|&i| fds.get(i).map(|f| (f.0, f.1)))
@@ -355,6 +377,16 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
             }
         }
         if let Some(s) = &stop {
+            // A component in uninterruptible sleep (or a frozen cgroup)
+            // outlives its SIGKILL: wait for it as long as the single-child
+            // path does, then go on without it rather than spin.
+            if s.killed && Instant::now() >= s.give_up_at {
+                tracing::error!(
+                    after_kill_s = shutdown::AFTER_KILL_WAIT.as_secs_f64(),
+                    "some components did not exit even after SIGKILL; exiting anyway"
+                );
+                break;
+            }
             if !s.killed && Instant::now() >= s.kill_at {
                 tracing::warn!(
                     timeout_s = group.stop_timeout.as_secs_f64(),
@@ -401,10 +433,47 @@ pub fn supervise_group(inbox: &SignalInbox, prepared: super::Group) -> i32 {
     code
 }
 
+/// How long one readiness probe of the api-server may take.
+const READY_PROBE_BUDGET: Duration = Duration::from_millis(400);
+
+/// One readiness probe in flight, on a thread of its own: its answer
+/// arrives on a channel, and a byte on `wake` wakes the loop for it.
+struct ReadyProbe {
+    answer: mpsc::Receiver<bool>,
+    wake: std::os::fd::OwnedFd,
+}
+
+impl ReadyProbe {
+    fn start(probe: Arc<dyn Fn(Duration) -> bool + Send + Sync>) -> std::io::Result<ReadyProbe> {
+        let (wake, wake_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let (sender, answer) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ready-probe".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _ = sender.send(probe(READY_PROBE_BUDGET));
+                let _ = nix::unistd::write(wake_write.as_fd(), &[1]);
+            })?;
+        Ok(ReadyProbe { answer, wake })
+    }
+
+    /// The answer once the probe is done (a probe that died is "no").
+    fn answer(&self) -> Option<bool> {
+        match self.answer.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(mpsc::TryRecvError::Disconnected) => Some(false),
+            Err(mpsc::TryRecvError::Empty) => None,
+        }
+    }
+}
+
 /// The stop: every component got TERM (or KILL), and when to KILL.
 struct Stop {
     kill_at: Instant,
     killed: bool,
+    /// Once killed: when to stop waiting for components that do not die.
+    give_up_at: Instant,
     /// The api-server, held back until the others have stopped: a Celery
     /// worker finishing its task (and the triggerer and scheduler handing
     /// theirs back) still report through its execution API.
@@ -433,10 +502,23 @@ impl Stop {
                 }
             }
         }
+        let now = Instant::now();
         Stop {
-            kill_at: Instant::now() + group.stop_timeout,
+            kill_at: now + group.stop_timeout,
             killed: kill_now,
+            give_up_at: now + shutdown::AFTER_KILL_WAIT,
             held,
+        }
+    }
+
+    /// When the loop must look again: the KILL, or once it was sent, the
+    /// end of the wait for the killed (never a time already past, which
+    /// would make the loop spin).
+    fn next_deadline(&self) -> Instant {
+        if self.killed {
+            self.give_up_at
+        } else {
+            self.kill_at
         }
     }
 

@@ -27,7 +27,6 @@ use crate::signals::{
 };
 use reap::{reap_all, reap_all_noting_kills, ChildExit};
 use spawn::{spawn, SpawnRequest, Spawned};
-use std::os::unix::fs::OpenOptionsExt;
 
 /// How the supervisor treats the child, resolved from settings and command.
 #[derive(Debug, Clone)]
@@ -200,6 +199,10 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
     let mut held_term: Option<Instant> = None;
     let mut grace_deadline: Option<Instant> = None;
     let mut orphans_reaped = 0;
+    // After a job-control stop: the SIGCONT that continued us is still in
+    // the inbox, and the child's group was continued with us already; a
+    // second CONT would reach a child that traps it twice.
+    let mut continued_with_us = false;
     let exit = loop {
         let reaped = match oom {
             Some(_) => reap_all_noting_kills(&[child.pid]),
@@ -224,7 +227,8 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
             // The terminal stopped the child's group (Ctrl-Z): stop with it,
             // so that the shell that started us sees the job stop.
             if let Some(&(_, stop)) = reaped.stopped.iter().find(|(_, s)| is_job_stop(*s)) {
-                suspend_with_child(child, stop);
+                suspend_with_child(child, stop, None);
+                continued_with_us = true;
             }
         }
         // Right before the wait, so that no other code runs (and faults
@@ -245,6 +249,10 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
         for Received { signal, by_kernel } in received {
             if signal == libc::SIGCHLD {
                 continue; // reaped at the top of the loop
+            }
+            if signal == libc::SIGCONT && std::mem::take(&mut continued_with_us) {
+                tracing::debug!("the CONT that continued us; the child was continued with us");
+                continue;
             }
             // The kernel's SIGHUP and SIGCONT for a terminal (a hand-over, a
             // hang-up, an orphaned group) are not a user's request: CONT is
@@ -275,15 +283,16 @@ pub fn supervise(inbox: &SignalInbox, supervised: Supervised) -> i32 {
                     forward(child, policy, libc::SIGTERM, &mut grace_deadline);
                 }
             }
-            forward(child, policy, signal, &mut grace_deadline);
-            // A child on our terminal reports its own stop (above); one in a
-            // session of its own cannot, so we stop after forwarding.
-            if is_job_stop(signal)
-                && !is_pid1
-                && child.previous_foreground.is_none()
-                && on_terminal()
-            {
-                suspend_with_child(child, signal);
+            // Job control as dumb-init does it, with a terminal or without:
+            // a TSTP, TTIN or TTOU sent to us is passed on, then we stop too
+            // (a process manager's `kill -TSTP` stops the whole job). Never
+            // as PID 1: it must keep reaping.
+            if is_job_stop(signal) && !is_pid1 {
+                let also_stop = forward_job_stop(child, policy, signal, &mut grace_deadline);
+                suspend_with_child(child, signal, also_stop);
+                continued_with_us = true;
+            } else {
+                forward(child, policy, signal, &mut grace_deadline);
             }
         }
         let now = Instant::now();
@@ -383,18 +392,16 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
             s.exit.status_code()
         ),
     };
+    // Both since this entrypoint armed the watch: an earlier run in the
+    // same cgroup is not this one's.
     let oom_kills = s.oom.map_or(0, |w| w.kills_seen());
+    let peak = s.oom.map_or(oom::Peak::Unknown, |w| w.peak());
     let memory = match s.oom {
-        Some(w) => {
-            let peak = w
-                .usage_and_peak()
-                .1
-                .map_or("unknown".into(), oom::human_bytes);
-            format!(
-                "{oom_kills} OOM kill(s) (limit {}, peak {peak})",
-                oom::human_bytes(w.limit())
-            )
-        }
+        Some(w) => format!(
+            "{oom_kills} OOM kill(s) (limit {}, {})",
+            oom::human_bytes(w.limit()),
+            peak.describe()
+        ),
         None => "OOM kills not watched".to_string(),
     };
     tracing::info!(
@@ -407,7 +414,11 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
         runtime_s = (s.ran_for.as_secs_f64() * 10.0).round() / 10.0,
         oom_kills,
         memory_limit = s.oom.map_or(0, |w| w.limit()),
-        memory_peak = s.oom.and_then(|w| w.usage_and_peak().1).unwrap_or(0),
+        memory_peak = peak.this_run(),
+        cgroup_peak_before_run = match peak {
+            oom::Peak::CgroupBefore(bytes) => bytes,
+            _ => 0,
+        },
         orphans_reaped = s.orphans_reaped,
         stragglers_term = s.stragglers.termed,
         stragglers_kill = s.stragglers.killed,
@@ -420,22 +431,70 @@ fn log_exit_summary(s: &ExitSummary<'_>) {
     );
 }
 
-/// Job control, not as PID 1: stops the entrypoint itself (the terminal back
-/// to our group first, when the child had it), and once a shell continues
-/// us, hands the terminal back and continues the child's group.
-fn suspend_with_child(child: &Spawned, stop: i32) {
-    tracing::debug!(
-        signal = signal_name(stop),
-        "the child stopped; stopping too"
-    );
+/// Job control, not as PID 1: a TSTP, TTIN or TTOU sent to the entrypoint,
+/// passed on the way the child would get it without us; returns whom to
+/// SIGSTOP with us (a pid, or a negative process group).
+///
+/// A child in a session of its own is in an orphaned process group, where
+/// the kernel ignores a default TSTP/TTIN/TTOU. So, unless SIGNAL_MAP has an
+/// entry for the signal (then that is what the child gets, and nothing
+/// more): with scope `group` the child's group gets SIGSTOP instead (as
+/// dumb-init does in its setsid mode); with scope `child` the child gets the
+/// signal, and SIGSTOP too only when it neither catches nor ignores it (as
+/// the kernel would stop it in a group that is not orphaned). A child on our
+/// terminal is not orphaned: it gets the signal as it is.
+fn forward_job_stop(
+    child: &Spawned,
+    policy: &Policy,
+    signal: i32,
+    grace_deadline: &mut Option<Instant>,
+) -> Option<i32> {
+    let orphaned = child.previous_foreground.is_none();
+    let mapped = policy.signal_map.iter().any(|(from, _)| *from == signal);
+    if !orphaned || mapped {
+        forward(child, policy, signal, grace_deadline);
+        return None;
+    }
+    match policy.scope {
+        SignalScope::Group => {
+            tracing::debug!(
+                received = signal_name(signal),
+                "passed on as SIGSTOP to the child's group (in a session of its own a default TSTP is ignored)"
+            );
+            Some(-child.pgid.as_raw())
+        }
+        SignalScope::Child => {
+            forward(child, policy, signal, grace_deadline);
+            (!catches_or_ignores(child.pid, signal)).then_some(child.pid.as_raw())
+        }
+    }
+}
+
+/// From /proc/PID/status: the process has a handler for `signal`, or
+/// ignores it. False when it cannot be read.
+fn catches_or_ignores(pid: Pid, signal: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (signal - 1);
+    status.lines().any(|line| {
+        let mask = line
+            .strip_prefix("SigCgt:")
+            .or_else(|| line.strip_prefix("SigIgn:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    })
+}
+
+/// Stops the entrypoint itself (the terminal back to our group first, when
+/// the child had it; `also_stop` SIGSTOPped first), and once it is
+/// continued (a shell's `fg`, a `kill -CONT`), hands the terminal back and
+/// continues the child's group.
+fn suspend_with_child(child: &Spawned, stop: i32, also_stop: Option<i32>) {
+    tracing::debug!(signal = signal_name(stop), "job-control stop; stopping too");
     spawn::restore_terminal(child.previous_foreground);
-    if child.previous_foreground.is_none() {
-        // In a session of its own the child's group is orphaned, and the
-        // kernel ignores a default TSTP/TTIN/TTOU there: STOP it with us.
-        let _ = kill(
-            Pid::from_raw(-child.pgid.as_raw()),
-            nix::sys::signal::Signal::SIGSTOP,
-        );
+    if let Some(target) = also_stop {
+        let _ = kill(Pid::from_raw(target), nix::sys::signal::Signal::SIGSTOP);
     }
     // Delivered before kill() returns; we run on only once continued.
     let _ = kill(getpid(), nix::sys::signal::Signal::SIGSTOP);
@@ -447,15 +506,6 @@ fn suspend_with_child(child: &Spawned, stop: i32) {
         nix::sys::signal::Signal::SIGCONT,
     );
     tracing::debug!("continued; so is the child");
-}
-
-/// True when the entrypoint has a controlling terminal.
-fn on_terminal() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open("/dev/tty")
-        .is_ok()
 }
 
 fn map_exit_code(status: i32, map: &[(i32, i32)]) -> i32 {

@@ -9,6 +9,7 @@
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The hierarchy the memory controller is found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,14 @@ pub enum CgroupVersion {
 
 /// A limit at or above this is "no limit" (v1 writes 2^63 rounded to pages).
 const NO_LIMIT: u64 = 1 << 62;
+
+/// How long an OOM kill waits to be matched to a SIGKILL death we reap.
+/// The kernel raises the counter, then sends its SIGKILL; the victim has
+/// exited (its memory torn down) and been reaped within this in practice.
+/// A rise nobody here claims in time was the kill of a process that another
+/// process reaps (a Celery pool process): it is counted, and a SIGKILL seen
+/// later (a plain `kill -9`) is not called an OOM kill.
+const CLAIM_WINDOW: Duration = Duration::from_secs(2);
 
 /// The counters, as last read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,9 +43,31 @@ pub struct OomWatch {
     /// inotify (v2) or eventfd (v1); None where the cgroupfs is read-only
     /// for v1's registration: the counters are then read at each reap.
     notify: Option<OwnedFd>,
+    /// The counters when the watch was armed: what came before was not
+    /// this entrypoint's (an earlier run in the same cgroup).
+    armed: Counters,
     seen: Counters,
-    /// OOM kills announced but not yet matched to a process we reaped.
+    /// OOM kills announced but not yet matched to a process we reaped, and
+    /// when the last of them was seen (they expire after CLAIM_WINDOW).
     unclaimed: u64,
+    last_rise: Option<Instant>,
+    /// The cgroup's lifetime peak when armed (v1 max_usage_in_bytes, v2
+    /// memory.peak): a higher one at the end was reached during this run.
+    peak_when_armed: Option<u64>,
+    /// v2 on Linux 6.12+: memory.peak opened for writing and reset through
+    /// this descriptor when armed; reads through it give this run's peak.
+    own_peak: Option<fs::File>,
+}
+
+/// The memory peak the exit summary can honestly report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peak {
+    /// Reached while this entrypoint ran (by everything in the cgroup).
+    ThisRun(u64),
+    /// The cgroup's lifetime peak, reached before this run; this run's is
+    /// at most this, and not known.
+    CgroupBefore(u64),
+    Unknown,
 }
 
 /// What arming found, for the debug log once the child runs: a start-up
@@ -143,8 +174,9 @@ impl Plan {
             version,
             dir,
             control,
+            peak,
         } = located;
-        match OomWatch::open_with(version, dir, control) {
+        match OomWatch::open_with(version, dir, control, peak) {
             Ok(watch) => Some(watch),
             Err(why) => {
                 note(format!("OOM diagnosis off: {why}"));
@@ -160,6 +192,10 @@ pub struct Located {
     version: CgroupVersion,
     dir: PathBuf,
     control: Option<fs::File>,
+    /// v2: memory.peak opened for writing while still root (after the drop
+    /// only its owner may); None where it cannot be (before Linux 6.12 it
+    /// is read-only, and a read-only cgroupfs refuses it too).
+    peak: Option<fs::File>,
 }
 
 /// Finds the memory cgroup of this process; None (with one debug line
@@ -182,10 +218,14 @@ fn locate() -> Option<Located> {
                 .ok()
         })
         .flatten();
+    let peak = (version == CgroupVersion::V2)
+        .then(|| open_peak_for_reset(&dir))
+        .flatten();
     Some(Located {
         version,
         dir,
         control,
+        peak,
     })
 }
 
@@ -327,7 +367,7 @@ impl OomWatch {
     /// directory tree they write). Err says why there is nothing to watch.
     #[cfg(test)]
     pub fn open(version: CgroupVersion, dir: PathBuf) -> Result<OomWatch, String> {
-        Self::open_with(version, dir, None)
+        Self::open_with(version, dir, None, None)
     }
 
     /// As `open`, with v1's cgroup.event_control already open for writing
@@ -336,6 +376,7 @@ impl OomWatch {
         version: CgroupVersion,
         dir: PathBuf,
         control: Option<fs::File>,
+        peak: Option<fs::File>,
     ) -> Result<OomWatch, String> {
         let limit = read_limit(version, &dir)
             .ok_or_else(|| format!("no memory limit readable in {}", dir.display()))?;
@@ -356,22 +397,45 @@ impl OomWatch {
                 }
             },
         };
+        let peak_file = match version {
+            CgroupVersion::V1 => "memory.max_usage_in_bytes",
+            CgroupVersion::V2 => "memory.peak",
+        };
+        let peak_when_armed = read_number(&dir.join(peak_file));
+        let own_peak = match version {
+            // v1's max_usage_in_bytes can only be reset for everyone, and
+            // the cgroup is not ours alone (docker exec, a restarted
+            // process, the kubelet's view): it is only read.
+            CgroupVersion::V1 => None,
+            CgroupVersion::V2 => peak.or_else(|| open_peak_for_reset(&dir)),
+        }
+        .and_then(reset_own_peak);
         note(format!(
-            "watching the memory cgroup {} ({}, limit {}) for OOM kills",
+            "watching the memory cgroup {} ({}, limit {}) for OOM kills; {} earlier OOM kill(s) not counted; peak {}",
             dir.display(),
             match version {
                 CgroupVersion::V1 => "v1",
                 CgroupVersion::V2 => "v2",
             },
-            human_bytes(limit)
+            human_bytes(limit),
+            seen.oom_kill,
+            if own_peak.is_some() {
+                "of this run (memory.peak reset for this descriptor)"
+            } else {
+                "of this run only if it passes the cgroup's earlier one"
+            }
         ));
         Ok(OomWatch {
             version,
             dir,
             limit,
             notify,
+            armed: seen,
             seen,
             unclaimed: 0,
+            last_rise: None,
+            peak_when_armed,
+            own_peak,
         })
     }
 
@@ -398,16 +462,18 @@ impl OomWatch {
         let new_kills = now.oom_kill.saturating_sub(self.seen.oom_kill);
         let group_kills = now.oom_group_kill.saturating_sub(self.seen.oom_group_kill);
         self.seen = now;
+        self.expire_unclaimed();
         if new_kills == 0 && group_kills == 0 {
             return;
         }
         self.unclaimed += new_kills;
-        let (usage, peak) = self.usage_and_peak();
+        self.last_rise = Some(Instant::now());
+        let usage = self.usage();
         let detail = format!(
-            "limit {}, usage {}, peak {}",
+            "limit {}, usage {}, {}",
             human_bytes(self.limit),
             usage.map_or("unknown".into(), human_bytes),
-            peak.map_or("unknown".into(), human_bytes)
+            self.peak().describe()
         );
         if group_kills > 0 {
             tracing::error!(
@@ -434,24 +500,121 @@ impl OomWatch {
         true
     }
 
+    /// Forgets OOM kills that no death reaped here claimed in CLAIM_WINDOW.
+    fn expire_unclaimed(&mut self) {
+        let stale = self.last_rise.is_some_and(|at| at.elapsed() > CLAIM_WINDOW);
+        if stale && self.unclaimed > 0 {
+            tracing::debug!(
+                oom_kills = self.unclaimed,
+                "OOM kill(s) of a process another process reaps (not named); a SIGKILL from now on is not theirs"
+            );
+            self.unclaimed = 0;
+        }
+    }
+
+    /// OOM kills since the watch was armed (the cgroup's counter counts its
+    /// whole life, earlier runs in it included).
     pub fn kills_seen(&self) -> u64 {
-        self.seen.oom_kill
+        self.seen.oom_kill.saturating_sub(self.armed.oom_kill)
     }
 
     pub fn limit(&self) -> u64 {
         self.limit
     }
 
-    pub fn usage_and_peak(&self) -> (Option<u64>, Option<u64>) {
-        let read = |name: &str| read_number(&self.dir.join(name));
-        match self.version {
-            CgroupVersion::V1 => (
-                read("memory.usage_in_bytes"),
-                read("memory.max_usage_in_bytes"),
-            ),
-            CgroupVersion::V2 => (read("memory.current"), read("memory.peak")),
+    pub fn usage(&self) -> Option<u64> {
+        read_number(&self.dir.join(match self.version {
+            CgroupVersion::V1 => "memory.usage_in_bytes",
+            CgroupVersion::V2 => "memory.current",
+        }))
+    }
+
+    /// This run's peak where the kernel can tell it: through our own reset
+    /// memory.peak descriptor (v2, Linux 6.12+), or when the cgroup's
+    /// lifetime peak rose while we ran (then it was reached in this run).
+    /// Otherwise the cgroup's lifetime peak, labelled as such.
+    pub fn peak(&self) -> Peak {
+        if let Some(mut file) = self.own_peak.as_ref() {
+            if let Some(peak) = read_from_start(&mut file) {
+                return Peak::ThisRun(peak);
+            }
+        }
+        let lifetime = read_number(&self.dir.join(match self.version {
+            CgroupVersion::V1 => "memory.max_usage_in_bytes",
+            CgroupVersion::V2 => "memory.peak",
+        }));
+        match (lifetime, self.peak_when_armed) {
+            (Some(now), Some(armed)) if now > armed => Peak::ThisRun(now),
+            // An OOM kill in this run means usage reached the limit in this
+            // run, whatever an earlier run reached.
+            (Some(now), Some(_)) if self.kills_seen() > 0 && now >= self.limit => {
+                Peak::ThisRun(self.limit)
+            }
+            (Some(now), Some(_)) => Peak::CgroupBefore(now),
+            _ => Peak::Unknown,
         }
     }
+}
+
+impl Peak {
+    /// `peak 1.9 GiB`, or the cgroup's, said plainly.
+    pub fn describe(self) -> String {
+        match self {
+            Peak::ThisRun(bytes) => format!("peak {}", human_bytes(bytes)),
+            Peak::CgroupBefore(bytes) => format!(
+                "peak of this run unknown, the cgroup's {} was reached before it",
+                human_bytes(bytes)
+            ),
+            Peak::Unknown => "peak unknown".into(),
+        }
+    }
+
+    /// This run's peak in bytes, 0 when unknown (the JSON `memory_peak`).
+    pub fn this_run(self) -> u64 {
+        match self {
+            Peak::ThisRun(bytes) => bytes,
+            _ => 0,
+        }
+    }
+}
+
+/// v2: memory.peak opened for reading and writing, for a per-descriptor
+/// reset; None when the kernel (before 6.12: read-only file) or the mount
+/// (read-only, or not ours) does not allow it.
+fn open_peak_for_reset(dir: &Path) -> Option<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("memory.peak"))
+        .ok()
+}
+
+/// Linux 6.12+: any write to memory.peak resets the peak seen through that
+/// descriptor to the current usage, for that descriptor only (other
+/// readers keep the cgroup's lifetime peak). None when the write fails
+/// (a cgroup namespace's root refuses it under nsdelegate).
+fn reset_own_peak(mut file: fs::File) -> Option<fs::File> {
+    use std::io::Write;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    // SAFETY: statfs is plain data that fstatfs fills in.
+    let mut fs_info: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a valid out-pointer for the call.
+    let on_cgroup2 = unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs_info) } == 0
+        && fs_info.f_type as i64 == CGROUP2_SUPER_MAGIC;
+    // Only the kernel's file: anything else (a test's tree) is just read.
+    if !on_cgroup2 {
+        return None;
+    }
+    file.write_all(b"reset\n").ok().map(|()| file)
+}
+
+/// A number from the start of an open kernel file (read again each time).
+fn read_from_start(file: &mut &fs::File) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 fn read_number(path: &Path) -> Option<u64> {
@@ -634,6 +797,42 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
     }
 
+    /// A cgroup that already saw OOM kills (an earlier run in it): only the
+    /// rises after arming are this run's, and a rise that no reaped death
+    /// claims within CLAIM_WINDOW is forgotten.
+    #[test]
+    fn only_kills_after_arming_count_and_unclaimed_ones_expire() {
+        let dir = std::env::temp_dir().join(format!("ae-oom-armed-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let events = |kills: u64| format!("oom 5\noom_kill {kills}\noom_group_kill 0\n");
+        fs::write(dir.join("memory.events"), events(4)).unwrap();
+        fs::write(dir.join("memory.max"), format!("{}\n", 64u64 << 20)).unwrap();
+        fs::write(dir.join("memory.peak"), format!("{}\n", 64u64 << 20)).unwrap();
+        let mut watch = OomWatch::open(CgroupVersion::V2, dir.clone()).unwrap();
+        assert_eq!(
+            watch.kills_seen(),
+            0,
+            "the earlier run's kills are not ours"
+        );
+        assert_eq!(watch.peak(), Peak::CgroupBefore(64 << 20));
+        assert!(!watch.claim_sigkill_death());
+        fs::write(dir.join("memory.events"), events(5)).unwrap();
+        watch.on_notification();
+        assert_eq!(watch.kills_seen(), 1);
+        // The earlier run's peak is the limit; this run's OOM kill reached
+        // it again.
+        assert_eq!(watch.peak(), Peak::ThisRun(64 << 20));
+        // As if the rise had been seen longer ago than the window.
+        watch.last_rise = Instant::now().checked_sub(CLAIM_WINDOW * 2);
+        assert!(
+            !watch.claim_sigkill_death(),
+            "a SIGKILL long after an unclaimed OOM kill is not one"
+        );
+        assert_eq!(watch.kills_seen(), 1, "still counted");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     /// The v2 path on a directory tree the test writes (this machine may
     /// have no cgroup2 memory controller): a real inotify on memory.events,
     /// coalesced rises counted from the differences, group kills named.
@@ -681,7 +880,11 @@ mod tests {
         assert!(readable(fd));
         watch.on_notification();
         assert_eq!(watch.kills_seen(), 3);
-        assert_eq!(watch.usage_and_peak(), (Some(63 << 20), Some(64 << 20)));
+        assert_eq!(watch.usage(), Some(63 << 20));
+        // Not risen since arming, but this run's OOM kills reached the limit.
+        assert_eq!(watch.peak(), Peak::ThisRun(64 << 20));
+        fs::write(dir.join("memory.peak"), format!("{}\n", 65u64 << 20)).unwrap();
+        assert_eq!(watch.peak(), Peak::ThisRun(65 << 20));
         let _ = fs::remove_dir_all(&dir);
 
         fn readable_now(fd: i32) -> bool {

@@ -63,14 +63,31 @@ fn reap(watched: &[Pid], note_kills: bool) -> Reaped {
         stopped: Vec::new(),
         killed: Vec::new(),
     };
+    // At debug level each reaped orphan is named, so it is peeked at first
+    // too; otherwise the path stays one waitpid per zombie (or the peek the
+    // OOM watch asked for). The level is a plain load, no system call.
+    let name_orphans = tracing::level_enabled!(tracing::Level::DEBUG);
     loop {
-        // A SIGKILL death seen by the peek is reaped by pid next, so that
-        // it is the one waitpid reports.
+        // A death seen by the peek is reaped by pid next, so that it is the
+        // one waitpid reports (its name read while it was still a zombie).
         let mut which = -1;
-        if note_kills {
-            if let Some(killed) = peek_sigkill_death(watched) {
-                which = killed.pid.as_raw();
-                result.killed.push(killed);
+        let mut peeked: Option<(Pid, String)> = None;
+        if note_kills || name_orphans {
+            if let Some((pid, by_sigkill)) = peek_exited() {
+                which = pid.as_raw();
+                let is_watched = watched.contains(&pid);
+                let noted_kill = note_kills && by_sigkill;
+                if noted_kill || (name_orphans && !is_watched) {
+                    let name = command_name(pid);
+                    if noted_kill {
+                        result.killed.push(Killed {
+                            pid,
+                            name: name.clone(),
+                            watched: is_watched,
+                        });
+                    }
+                    peeked = Some((pid, name));
+                }
             }
         }
         let mut status: libc::c_int = 0;
@@ -82,7 +99,7 @@ fn reap(watched: &[Pid], note_kills: bool) -> Reaped {
         }
         if pid < 0 {
             if Errno::last() == Errno::EINTR {
-                if which != -1 {
+                if peeked.is_some_and(|(p, _)| result.killed.last().is_some_and(|k| k.pid == p)) {
                     result.killed.pop(); // peeked again on the next round
                 }
                 continue;
@@ -103,13 +120,27 @@ fn reap(watched: &[Pid], note_kills: bool) -> Reaped {
             }
             continue;
         };
-        record(&mut result, watched, Pid::from_raw(pid), exit);
+        let pid = Pid::from_raw(pid);
+        if name_orphans && !watched.contains(&pid) {
+            // Unnamed only when it exited between the peek and the wait.
+            let name = peeked
+                .as_ref()
+                .filter(|(p, _)| *p == pid)
+                .map_or("", |(_, n)| n.as_str());
+            tracing::debug!(
+                pid = pid.as_raw(),
+                command = name,
+                exit_code = exit.status_code(),
+                "reaped orphan pid {pid} ({name})"
+            );
+        }
+        record(&mut result, watched, pid, exit);
     }
 }
 
-/// The next child waitpid would report, if it died of SIGKILL: its pid and
-/// name, read while it is still a zombie (waitid with WNOWAIT leaves it).
-fn peek_sigkill_death(watched: &[Pid]) -> Option<Killed> {
+/// The next child waitpid would report as exited, left a zombie (waitid
+/// with WNOWAIT): its pid, and whether SIGKILL ended it.
+fn peek_exited() -> Option<(Pid, bool)> {
     // SAFETY: siginfo_t is plain data; waitid fills it in.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: waitid writes only into `info`, a valid local.
@@ -124,18 +155,18 @@ fn peek_sigkill_death(watched: &[Pid]) -> Option<Killed> {
     // SAFETY: after a successful waitid the child fields are set (pid 0
     // when nothing is waiting).
     let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if rc != 0 || pid == 0 || info.si_code != libc::CLD_KILLED || status != libc::SIGKILL {
+    if rc != 0 || pid == 0 {
         return None;
     }
-    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+    let by_sigkill = info.si_code == libc::CLD_KILLED && status == libc::SIGKILL;
+    Some((Pid::from_raw(pid), by_sigkill))
+}
+
+/// /proc/PID/comm of a zombie (still readable until it is reaped).
+fn command_name(pid: Pid) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|n| n.trim_end_matches('\n').to_string())
-        .unwrap_or_default();
-    let pid = Pid::from_raw(pid);
-    Some(Killed {
-        pid,
-        name,
-        watched: watched.contains(&pid),
-    })
+        .unwrap_or_default()
 }
 
 fn record(result: &mut Reaped, watched: &[Pid], pid: Pid, exit: ChildExit) {

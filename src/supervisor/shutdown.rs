@@ -14,7 +14,7 @@ use crate::signals::SignalInbox;
 
 /// How long we wait for SIGKILLed processes to be reaped before exiting
 /// anyway (a process stuck in uninterruptible sleep must not hang us).
-const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
+pub(super) const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// What the shutdown did, for the exit summary.
 #[derive(Debug, Default, Clone, Copy)]

@@ -20,6 +20,11 @@ use crate::signals::{is_forwardable, is_terminating, signal_name, SignalInbox};
 /// A `_CMD`, `_SECRET` or `_PASSWORD_CMD` command must finish within this.
 pub const CMD_TIME_LIMIT: Duration = Duration::from_secs(60);
 
+/// A step that got a terminating signal and is still running this long
+/// after gets SIGKILL (its whole group): start-up must not wait out the
+/// step's own limit (an hour for a migration) once it was asked to stop.
+const KILL_AFTER_SIGNAL: Duration = Duration::from_secs(5);
+
 /// At most this much of a step's stdout is kept (a URL is tiny).
 const MAX_CAPTURE: usize = 1 << 20;
 
@@ -46,6 +51,7 @@ pub fn run_step(
     let mut captured: Vec<u8> = Vec::new();
     let deadline = Instant::now() + limit;
     let mut interrupted: Option<i32> = None;
+    let mut kill_at: Option<Instant> = None;
     let mut exit: Option<ChildExit> = None;
     loop {
         if let Some((_, e)) = reap_all(&[pid]).watched.first() {
@@ -82,8 +88,23 @@ pub fn run_step(
                 limit.as_secs()
             )));
         }
+        if let (Some(signal), Some(at)) = (interrupted, kill_at) {
+            if Instant::now() >= at {
+                tracing::warn!(
+                    step = what,
+                    after_s = KILL_AFTER_SIGNAL.as_secs_f64(),
+                    "the start-up step is still running after SIG{}; SIGKILL",
+                    signal_name(signal)
+                );
+                let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+                let _ = kill(pid, Signal::SIGKILL);
+                wait_for_exit(inbox, pid);
+                return Err(Failure::interrupted(signal));
+            }
+        }
         let other = stdout.as_ref().map(|p| p.as_fd());
-        for signal in inbox.wait(Some(deadline), other) {
+        let wake_at = kill_at.map_or(deadline, |at| at.min(deadline));
+        for signal in inbox.wait(Some(wake_at), other) {
             if signal == libc::SIGCHLD || !is_forwardable(signal) {
                 continue;
             }
@@ -94,6 +115,7 @@ pub fn run_step(
                     "forwarding the signal to the start-up step, then stopping"
                 );
                 interrupted = Some(signal);
+                kill_at = Some(Instant::now() + KILL_AFTER_SIGNAL);
             }
             // SAFETY: kill(2) with plain integers (real-time signals included).
             unsafe { libc::kill(-pid.as_raw(), signal) };

@@ -2,9 +2,9 @@
 //! server's Connection.Start method frame, which means it takes clients.
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::transport::{connect, io_reason, secure};
+use super::transport::{connect_until, io_reason, secure};
 use super::url::{Endpoint, Target};
 use super::Verdict;
 
@@ -12,9 +12,11 @@ const HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
 pub fn probe(target: &Target, timeout: Duration) -> Verdict {
     let mut last = Verdict::NotYet("no endpoint".into());
-    // Celery failover lists: any one broker answering is enough to start.
+    // Celery failover lists: any one broker answering is enough to start;
+    // all of them share the attempt's one deadline.
+    let deadline = Instant::now() + timeout;
     for endpoint in &target.endpoints {
-        last = probe_one(target, endpoint, timeout);
+        last = probe_one(target, endpoint, deadline);
         if matches!(last, Verdict::Ready) {
             return last;
         }
@@ -22,8 +24,8 @@ pub fn probe(target: &Target, timeout: Duration) -> Verdict {
     last
 }
 
-fn probe_one(target: &Target, endpoint: &Endpoint, timeout: Duration) -> Verdict {
-    let socket = match connect(endpoint, timeout) {
+fn probe_one(target: &Target, endpoint: &Endpoint, deadline: Instant) -> Verdict {
+    let socket = match connect_until(endpoint, deadline) {
         Ok(s) => s,
         Err(v) => return v,
     };
@@ -34,28 +36,51 @@ fn probe_one(target: &Target, endpoint: &Endpoint, timeout: Duration) -> Verdict
     if let Err(e) = conn.write_all(HEADER).and_then(|_| conn.flush()) {
         return Verdict::NotYet(io_reason(&e));
     }
+    // A broker that refuses our version answers with its own 8-byte
+    // header and closes: read what arrives, up to the 11 bytes that tell a
+    // method frame, instead of insisting on 11.
     let mut frame = [0u8; 11];
-    if let Err(e) = conn.read_exact(&mut frame) {
-        return Verdict::NotYet(io_reason(&e));
+    let mut got = 0;
+    while got < frame.len() {
+        match conn.read(&mut frame[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // What arrived may still be a header.
+            Err(_) if got >= HEADER.len() => break,
+            Err(e) => return Verdict::NotYet(io_reason(&e)),
+        }
+        if frame[..got].starts_with(b"AMQP") && got >= HEADER.len() {
+            break;
+        }
     }
-    classify_first_frame(&frame)
+    classify_first_frame(&frame[..got])
 }
 
-/// type(1) channel(2) size(4) class(2) method(2).
-pub fn classify_first_frame(frame: &[u8; 11]) -> Verdict {
-    if frame.starts_with(b"AMQP") {
+/// What the broker sent first: a protocol header of its own (another
+/// version), or a method frame: type(1) channel(2) size(4) class(2)
+/// method(2). Fewer bytes than either is "not yet".
+pub fn classify_first_frame(frame: &[u8]) -> Verdict {
+    if frame.len() >= HEADER.len() && frame.starts_with(b"AMQP") {
         return Verdict::Fatal(
             "the broker does not speak AMQP 0-9-1 (it proposed another protocol version)".into(),
         );
     }
-    let class = u16::from_be_bytes([frame[7], frame[8]]);
-    let method = u16::from_be_bytes([frame[9], frame[10]]);
-    if frame[0] == 1 && class == 10 && method == 10 {
+    let [kind, _, _, _, _, _, _, c1, c2, m1, m2] = frame else {
+        return Verdict::NotYet(if frame.is_empty() {
+            "the server closed the connection".into()
+        } else {
+            format!("the broker sent {} bytes and closed", frame.len())
+        });
+    };
+    let class = u16::from_be_bytes([*c1, *c2]);
+    let method = u16::from_be_bytes([*m1, *m2]);
+    let kind = *kind;
+    if kind == 1 && class == 10 && method == 10 {
         Verdict::Ready
     } else {
         Verdict::Fatal(format!(
-            "not an AMQP broker (frame type {}, method {class}.{method})",
-            frame[0]
+            "not an AMQP broker (frame type {kind}, method {class}.{method})"
         ))
     }
 }
@@ -71,6 +96,31 @@ mod tests {
         assert!(matches!(
             classify_first_frame(b"AMQP\x00\x00\x09\x01xyz"),
             Verdict::Fatal(_)
+        ));
+    }
+
+    #[test]
+    fn a_refusing_broker_s_eight_byte_header_is_another_version() {
+        match classify_first_frame(b"AMQP\x00\x00\x09\x00") {
+            Verdict::Fatal(m) => assert!(m.contains("another protocol version"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_and_malformed_frames_do_not_panic() {
+        for frame in [
+            &b""[..],
+            b"A",
+            b"AMQP",
+            b"\x01\x00",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        ] {
+            let _ = classify_first_frame(frame);
+        }
+        assert!(matches!(
+            classify_first_frame(b"AMQP\x00"),
+            Verdict::NotYet(_)
         ));
     }
 }

@@ -200,7 +200,9 @@ impl Session {
     pub fn open(target: &Target, deadline: Instant) -> Result<Session, Verdict> {
         let mut last = Verdict::NotYet("the URL names no server".into());
         for endpoint in &target.endpoints {
-            match super::timed::connect(target, endpoint, deadline) {
+            match super::transport::connect_until(endpoint, deadline)
+                .and_then(|socket| super::transport::secure(socket, endpoint, target))
+            {
                 Ok(conn) => return Session::start(conn, target),
                 Err(v) => last = v,
             }

@@ -10,11 +10,12 @@ pub mod postgres;
 pub mod redis;
 pub mod resp;
 pub mod sql;
-pub mod timed;
 pub mod transport;
 pub mod url;
 
 use std::time::Duration;
+
+use crate::redact::{redact, MASK};
 
 use url::{Kind, Target};
 
@@ -37,6 +38,32 @@ pub fn probe(target: &Target, timeout: Duration) -> Verdict {
         Kind::Amqp => amqp::probe(target, timeout),
         Kind::Sqlite => sqlite_check(target),
     }
+}
+
+/// The most of a server's own text that reaches a verdict or an error.
+const SERVER_TEXT_MAX: usize = 300;
+
+/// A server's message as it may be shown: one line, at most
+/// SERVER_TEXT_MAX characters, every URL's password masked (`redact`) and
+/// anything that echoes what we sent masked too: each of `sent` (the
+/// password, for one) wherever it appears, and the tail of Redis's
+/// "unknown command ... with args beginning with: 'user' 'password'".
+pub fn server_text(text: &str, sent: &[&str]) -> String {
+    let mut shown: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(SERVER_TEXT_MAX)
+        .collect();
+    let lower = shown.to_ascii_lowercase();
+    if let Some(at) = lower.find("with args beginning with") {
+        shown.truncate(at);
+        shown.push_str("with args beginning with: ");
+        shown.push_str(MASK);
+    }
+    for secret in sent.iter().filter(|s| !s.is_empty()) {
+        shown = shown.replace(secret, MASK);
+    }
+    redact(&shown).into_owned()
 }
 
 /// SQLite needs no server: the file's directory must exist and be writable
@@ -66,4 +93,34 @@ fn sqlite_check(target: &Target) -> Verdict {
         ));
     }
     Verdict::Ready
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_text;
+
+    #[test]
+    fn server_text_is_one_short_line_without_what_we_sent() {
+        assert_eq!(
+            server_text(
+                "bad\nthing for pw123 at postgresql://u:pw123@h/db",
+                &["pw123"]
+            ),
+            "bad thing for *** at postgresql://u:***@h/db"
+        );
+        let echo = server_text(
+            "ERR unknown command 'AUTH', with args beginning with: 'default' 'hunter2' ",
+            &[],
+        );
+        assert!(
+            !echo.contains("hunter2") && !echo.contains("default"),
+            "{echo}"
+        );
+        assert_eq!(server_text(&"é".repeat(10_000), &[]).chars().count(), 300);
+        assert_eq!(
+            server_text("x", &[""]),
+            "x",
+            "an empty secret masks nothing"
+        );
+    }
 }

@@ -12,11 +12,11 @@ use base64::Engine as _;
 use mysql_common::auth::plugins::caching_sha2_password::scramble_sha256;
 use mysql_common::auth::plugins::mysql_native_password::scramble_native;
 use mysql_common::constants::CapabilityFlags;
-use mysql_common::crypto::der;
 use mysql_common::crypto::rsa::{GetRandom, Pkcs1OaepPadding, PublicKey};
 use mysql_common::io::ParseBuf;
 use mysql_common::misc::raw::int::LenEnc;
 use mysql_common::misc::raw::RawInt;
+use mysql_common::num_bigint::BigUint;
 use mysql_common::packets::{
     AuthMoreData, AuthPlugin, AuthSwitchRequest, Column, ErrPacket, HandshakePacket,
     HandshakeResponse, SslRequest,
@@ -26,13 +26,16 @@ use mysql_common::proto::Text;
 use mysql_common::row::RowDeserializer;
 use mysql_common::Value;
 
-use super::sql::{Rows, SqlError};
-use super::transport::{connect, read_exact, start_tls, write_all, Conn};
+use super::sql::{push_row, too_big, Rows, SqlError, MAX_COLUMNS};
+use super::transport::{connect, read_exact, read_exact_vec, start_tls, write_all, Conn};
 use super::url::{Endpoint, Target, Tls};
 use super::Verdict;
 
-/// The largest packet we read (one packet; results here are a few rows).
+/// The largest packet the protocol frames in one piece (what we announce).
 const MAX_PACKET: usize = (1 << 24) - 1;
+/// The largest packet we read: a greeting, an RSA key, an error or a row
+/// here is well under it. Memory grows only as a packet's bytes arrive.
+const MAX_READ_PACKET: usize = 1 << 20;
 const UTF8MB4_GENERAL_CI: u8 = 45;
 
 pub fn probe(target: &Target, timeout: Duration) -> Verdict {
@@ -125,7 +128,8 @@ impl Login<'_> {
                 .map(|s| s.to_vec())
                 .unwrap_or_default()),
             Plugin::Other(name) => Err(Verdict::Fatal(format!(
-                "the server asks for the {name} authentication plugin; this entrypoint speaks mysql_native_password and caching_sha2_password"
+                "the server asks for the {} authentication plugin; this entrypoint speaks mysql_native_password and caching_sha2_password",
+                super::server_text(name, &[])
             ))),
         }
     }
@@ -153,10 +157,20 @@ impl Login<'_> {
 }
 
 /// (password + NUL) XOR nonce, RSA-OAEP encrypted with the server's PEM key.
+/// The key is the server's bytes: it is parsed and checked here, never by
+/// mysql_common's DER reader, which indexes without bounds checks (an empty
+/// or cut key panics it) and whose padding underflows for a short modulus.
 fn rsa_encrypted_password(password: &[u8], nonce: &[u8], pem: &[u8]) -> Result<Vec<u8>, Verdict> {
-    let bad_key = || Verdict::Fatal("the server sent an RSA public key that cannot be read".into());
-    let text = std::str::from_utf8(pem).map_err(|_| bad_key())?;
+    let bad_key = |why: &str| {
+        Verdict::Fatal(format!(
+            "the server sent an RSA public key that cannot be used ({why})"
+        ))
+    };
+    let text = std::str::from_utf8(pem).map_err(|_| bad_key("not text"))?;
     let pkcs1 = text.contains("BEGIN RSA PUBLIC KEY");
+    if !pkcs1 && !text.contains("BEGIN PUBLIC KEY") {
+        return Err(bad_key("no PEM header"));
+    }
     let body: String = text
         .lines()
         .filter(|l| !l.starts_with("-----"))
@@ -164,24 +178,93 @@ fn rsa_encrypted_password(password: &[u8], nonce: &[u8], pem: &[u8]) -> Result<V
         .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body)
-        .map_err(|_| bad_key())?;
+        .map_err(|_| bad_key("not base64"))?;
     let (modulus, exponent) = if pkcs1 {
-        der::parse_pub_key_pkcs1(&der)
+        rsa_key_pkcs1(&der)
     } else {
-        der::parse_pub_key_pkcs8(&der)
+        rsa_key_pkcs8(&der)
     }
-    .map_err(|_| bad_key())?;
-    let mut plain = password.to_vec();
-    plain.push(0);
+    .ok_or_else(|| bad_key("malformed DER"))?;
     if nonce.is_empty() {
         return Err(Verdict::Fatal("the server's nonce is empty".into()));
     }
+    let mut plain = password.to_vec();
+    plain.push(0);
     for (i, byte) in plain.iter_mut().enumerate() {
         *byte ^= nonce[i % nonce.len()];
+    }
+    let modulus = BigUint::from_bytes_be(modulus);
+    let exponent = BigUint::from_bytes_be(exponent);
+    // OAEP with SHA-1 needs a modulus of message + 2×20 + 2 bytes (the
+    // octet count as mysql_common computes it); a bigger one than any real
+    // key only costs time.
+    let octets = (modulus.bits() as usize + 6) >> 3;
+    if octets < plain.len() + 2 * 20 + 2 {
+        return Err(bad_key(&format!(
+            "a {}-bit modulus is too short for the password",
+            modulus.bits()
+        )));
+    }
+    if modulus.bits() > MAX_RSA_BITS || exponent.bits() == 0 || exponent.bits() > MAX_RSA_BITS {
+        return Err(bad_key("modulus or exponent out of range"));
     }
     PublicKey::new(modulus, exponent)
         .encrypt_block(plain, Pkcs1OaepPadding::new(GetRandom))
         .map_err(|e| Verdict::Fatal(format!("RSA encryption of the password failed: {e}")))
+}
+
+/// The largest RSA key accepted (servers use 2048, at most 4096).
+const MAX_RSA_BITS: u64 = 16_384;
+
+/// One DER element: (tag, contents, rest), every length checked.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first & 0x80 == 0 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let bytes = rest.get(..count)?;
+        let len = bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+        (len, &rest[count..])
+    };
+    let contents = rest.get(..len)?;
+    Some((tag, contents, &rest[len..]))
+}
+
+/// PKCS#1 RSAPublicKey: SEQUENCE { modulus INTEGER, exponent INTEGER }.
+fn rsa_key_pkcs1(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (0x30, fields, _) = der_element(der)? else {
+        return None;
+    };
+    let (0x02, modulus, rest) = der_element(fields)? else {
+        return None;
+    };
+    let (0x02, exponent, _) = der_element(rest)? else {
+        return None;
+    };
+    Some((modulus, exponent))
+}
+
+/// SubjectPublicKeyInfo: SEQUENCE { algorithm SEQUENCE, key BIT STRING
+/// holding a PKCS#1 key with no unused bits }.
+fn rsa_key_pkcs8(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (0x30, info, _) = der_element(der)? else {
+        return None;
+    };
+    let (0x30, _algorithm, rest) = der_element(info)? else {
+        return None;
+    };
+    let (0x03, bits, _) = der_element(rest)? else {
+        return None;
+    };
+    let (0, key) = bits.split_first()? else {
+        return None;
+    };
+    rsa_key_pkcs1(key)
 }
 
 impl Session {
@@ -191,6 +274,11 @@ impl Session {
             .first()
             .ok_or_else(|| Verdict::Fatal("no host to connect to".into()))?;
         let conn = connect(endpoint, timeout)?;
+        Session::login(conn, target, endpoint)
+    }
+
+    /// The greeting, TLS and the login on a connected `conn`.
+    fn login(conn: Conn, target: &Target, endpoint: &Endpoint) -> Result<Session, Verdict> {
         let mut session = Session {
             conn,
             capabilities: CapabilityFlags::empty(),
@@ -323,6 +411,9 @@ impl Session {
         let count: RawInt<LenEnc> = ParseBuf(&first)
             .parse(())
             .map_err(|e| Verdict::Fatal(format!("bad column count: {e}")))?;
+        if count.0 > MAX_COLUMNS as u64 {
+            return Err(too_big(&format!("{} columns", count.0)));
+        }
         let mut columns = Vec::new();
         for _ in 0..count.0 {
             let packet = self.read_packet()?;
@@ -341,6 +432,7 @@ impl Session {
             rows: Vec::new(),
         };
         let columns: Arc<[Column]> = columns.into();
+        let mut bytes = 0;
         loop {
             let packet = self.read_packet()?;
             match packet.first() {
@@ -352,7 +444,12 @@ impl Session {
                 .parse(columns.clone())
                 .map_err(|e| Verdict::Fatal(format!("bad row: {e}")))?;
             let row: mysql_common::Row = row.into();
-            rows.rows.push(row.unwrap().into_iter().map(text).collect());
+            // (Row::unwrap gives its values; it cannot fail.)
+            push_row(
+                &mut rows,
+                row.unwrap().into_iter().map(text).collect(),
+                &mut bytes,
+            )?;
         }
     }
 
@@ -367,15 +464,13 @@ impl Session {
         read_exact(&mut self.conn, &mut header)?;
         let len =
             usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
-        if len == MAX_PACKET {
-            return Err(Verdict::Fatal(
-                "a packet of 16 MB or more: not expected here".into(),
-            ));
+        if len > MAX_READ_PACKET {
+            return Err(Verdict::Fatal(format!(
+                "the server announced a packet of {len} bytes; one over {MAX_READ_PACKET} is not read here"
+            )));
         }
         self.sequence = header[3].wrapping_add(1);
-        let mut payload = vec![0u8; len];
-        read_exact(&mut self.conn, &mut payload)?;
-        Ok(payload)
+        read_exact_vec(&mut self.conn, len)
     }
 
     fn write_packet(&mut self, payload: &[u8]) -> Result<(), Verdict> {
@@ -415,7 +510,7 @@ fn error_fields(payload: &[u8], capabilities: CapabilityFlags) -> (u16, String, 
             e.sql_state_ref()
                 .map(|s| s.as_str().into_owned())
                 .unwrap_or_default(),
-            e.message_str().into_owned(),
+            super::server_text(&e.message_str(), &[]),
         ),
         _ => (0, String::new(), "malformed error packet".into()),
     }
@@ -452,6 +547,270 @@ pub fn classify_code(code: u16, message: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scripted server: what it will send, and a sink for what we send.
+    struct Scripted(std::io::Cursor<Vec<u8>>);
+
+    impl std::io::Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl std::io::Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn packet(sequence: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        out.push(sequence);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A MySQL 8 greeting offering caching_sha2_password.
+    fn greeting() -> Vec<u8> {
+        let caps: u32 = 0x1 | 0x4 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x8_0000 | 0x20_0000;
+        let mut g = vec![10];
+        g.extend_from_slice(b"8.0.36\0");
+        g.extend_from_slice(&7u32.to_le_bytes());
+        g.extend_from_slice(b"abcdefgh\0");
+        g.extend_from_slice(&(caps as u16).to_le_bytes());
+        g.push(45);
+        g.extend_from_slice(&2u16.to_le_bytes());
+        g.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+        g.push(21);
+        g.extend_from_slice(&[0; 10]);
+        g.extend_from_slice(b"ijklmnopqrst\0");
+        g.extend_from_slice(b"caching_sha2_password\0");
+        packet(0, &g)
+    }
+
+    fn target() -> Target {
+        crate::wire::url::parse("mysql://airflow:pw@127.0.0.1:3306/airflow").unwrap()
+    }
+
+    fn login_with(server: Vec<u8>) -> Result<Session, Verdict> {
+        let target = target();
+        let endpoint = target.endpoints[0].clone();
+        Session::login(
+            Box::new(Scripted(std::io::Cursor::new(server))),
+            &target,
+            &endpoint,
+        )
+    }
+
+    /// A login that a scripted server accepts, then `rest` for the query.
+    fn query_with(rest: &[u8]) -> Result<Result<Rows, SqlError>, SqlError> {
+        let mut server = greeting();
+        server.extend(packet(2, &[0x01, FAST_AUTH_SUCCESS]));
+        server.extend(packet(3, &[0, 0, 0, 2, 0, 0, 0]));
+        server.extend_from_slice(rest);
+        let mut session = login_with(server).map_err(SqlError::Connection)?;
+        session.query("SELECT 1")
+    }
+
+    /// A DER length, short or long form.
+    fn der_len(len: usize) -> Vec<u8> {
+        match len {
+            0..=127 => vec![len as u8],
+            128..=255 => vec![0x81, len as u8],
+            _ => vec![0x82, (len >> 8) as u8, len as u8],
+        }
+    }
+
+    fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend(der_len(contents.len()));
+        out.extend_from_slice(contents);
+        out
+    }
+
+    /// A PKCS#1 PEM key with a modulus of `bytes` bytes (top bit set).
+    fn pem_key(bytes: usize) -> Vec<u8> {
+        let mut modulus = vec![0u8];
+        modulus.extend((0..bytes).map(|i| {
+            if i == 0 {
+                0xc3
+            } else {
+                (i * 37 + 11) as u8 | 1
+            }
+        }));
+        let mut fields = der(0x02, &modulus);
+        fields.extend(der(0x02, &[1, 0, 1]));
+        let key = der(0x30, &fields);
+        let body = base64::engine::general_purpose::STANDARD.encode(key);
+        format!("-----BEGIN RSA PUBLIC KEY-----\n{body}\n-----END RSA PUBLIC KEY-----\n")
+            .into_bytes()
+    }
+
+    /// Deterministic noise for the malformed cases.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_or_tiny_or_garbled_rsa_key_is_a_verdict_not_a_panic() {
+        let nonce = b"abcdefghijklmnopqrst";
+        for key in [
+            Vec::new(),
+            b"-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n".to_vec(),
+            b"-----BEGIN RSA PUBLIC KEY-----\nMA==\n-----END RSA PUBLIC KEY-----".to_vec(),
+            pem_key(8),
+            pem_key(41),
+            vec![0xff; 300],
+        ] {
+            match rsa_encrypted_password(b"pw", nonce, &key) {
+                Err(Verdict::Fatal(m)) => assert!(m.contains("RSA public key"), "{m}"),
+                other => panic!("{key:?}: {other:?}"),
+            }
+        }
+        // Cut anywhere, a real-sized key still gives a verdict.
+        let whole = pem_key(256);
+        for end in 0..whole.len() {
+            let _ = rsa_encrypted_password(b"pw", nonce, &whole[..end]);
+        }
+        for seed in 0..300 {
+            let mut key = b"-----BEGIN PUBLIC KEY-----\n".to_vec();
+            let body = noise(seed, (seed as usize * 7) % 600);
+            key.extend(
+                base64::engine::general_purpose::STANDARD
+                    .encode(body)
+                    .into_bytes(),
+            );
+            key.extend_from_slice(b"\n-----END PUBLIC KEY-----\n");
+            let _ = rsa_encrypted_password(b"pw", nonce, &key);
+        }
+        let encrypted = rsa_encrypted_password(b"pw", nonce, &whole).unwrap();
+        assert_eq!(encrypted.len(), 256);
+    }
+
+    #[test]
+    fn an_empty_auth_more_data_ends_the_login_with_one_line() {
+        let mut server = greeting();
+        server.extend(packet(2, &[0x01]));
+        match login_with(server) {
+            Err(Verdict::Fatal(m)) => assert!(m.contains("RSA public key"), "{m}"),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("logged in"),
+        }
+    }
+
+    #[test]
+    fn truncated_and_malformed_login_replies_do_not_panic() {
+        let mut whole = greeting();
+        whole.extend(packet(2, &[0x01, PERFORM_FULL_AUTHENTICATION]));
+        whole.extend(packet(4, &[&[0x01][..], &pem_key(8)].concat()));
+        for end in 0..whole.len() {
+            assert!(login_with(whole[..end].to_vec()).is_err(), "cut at {end}");
+        }
+        assert!(login_with(whole).is_err());
+        for seed in 0..500 {
+            let mut server = greeting();
+            let body = noise(seed, (seed as usize * 13) % 200);
+            server.extend(packet(2, &body));
+            let _ = login_with(server);
+            let _ = login_with(packet(0, &noise(seed, 90)));
+            let mut greeting = greeting();
+            let at = 4 + (seed as usize % (greeting.len() - 4));
+            greeting[at] ^= (seed as u8) | 1;
+            let _ = login_with(greeting);
+        }
+    }
+
+    #[test]
+    fn a_huge_packet_header_is_refused_before_any_allocation() {
+        let mut server = greeting();
+        server.extend_from_slice(&[0xff, 0xff, 0xff, 2]);
+        match login_with(server) {
+            Err(Verdict::Fatal(m)) => assert!(m.contains("16777215 bytes"), "{m}"),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("logged in"),
+        }
+        // A length the server never fills is a short read, not a wait.
+        let mut server = greeting();
+        server.extend_from_slice(&[0x00, 0x00, 0x08, 2, 1, 2, 3]);
+        assert!(matches!(login_with(server), Err(Verdict::NotYet(_))));
+    }
+
+    fn column(name: &str) -> Vec<u8> {
+        let mut c = Vec::new();
+        for part in ["def", "", "t", "t", name, name] {
+            c.push(part.len() as u8);
+            c.extend_from_slice(part.as_bytes());
+        }
+        c.push(0x0c);
+        c.extend_from_slice(&[45, 0, 255, 0, 0, 0, 253, 0, 0, 0, 0, 0]);
+        c
+    }
+
+    #[test]
+    fn answers_past_the_caps_fail_with_one_line() {
+        // Too many columns: refused at the count, before reading any.
+        let rest = packet(1, &[0xfc, 0x10, 0x27]);
+        match query_with(&rest) {
+            Err(SqlError::Connection(Verdict::Fatal(m))) => {
+                assert!(m.contains("10000 columns"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Too many rows.
+        let mut rest = packet(1, &[1]);
+        rest.extend(packet(2, &column("v")));
+        rest.extend(packet(3, &[0xfe, 0, 0, 2, 0]));
+        for i in 0..=crate::wire::sql::MAX_ROWS {
+            rest.extend(packet((4 + i) as u8, &[1, b'x']));
+        }
+        match query_with(&rest) {
+            Err(SqlError::Connection(Verdict::Fatal(m))) => assert!(m.contains("rows"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // A few rows are read as they are.
+        let mut rest = packet(1, &[1]);
+        rest.extend(packet(2, &column("v")));
+        rest.extend(packet(3, &[0xfe, 0, 0, 2, 0]));
+        rest.extend(packet(4, &[3, b'a', b'b', b'c']));
+        rest.extend(packet(5, &[0xfb]));
+        rest.extend(packet(6, &[0xfe, 0, 0, 2, 0]));
+        let rows = query_with(&rest).unwrap().unwrap();
+        assert_eq!(rows.columns, ["v"]);
+        assert_eq!(rows.rows, [vec![Some("abc".to_string())], vec![None]]);
+    }
+
+    #[test]
+    fn truncated_and_malformed_query_replies_do_not_panic() {
+        let mut whole = packet(1, &[2]);
+        whole.extend(packet(2, &column("a")));
+        whole.extend(packet(3, &column("b")));
+        whole.extend(packet(4, &[0xfe, 0, 0, 2, 0]));
+        whole.extend(packet(5, &[1, b'x', 0xfb]));
+        whole.extend(packet(6, &[0xfe, 0, 0, 2, 0]));
+        for end in 0..whole.len() {
+            let _ = query_with(&whole[..end]);
+        }
+        for seed in 0..500 {
+            let mut rest = whole.clone();
+            let at = seed as usize % rest.len();
+            rest[at] ^= (seed as u8) | 1;
+            let _ = query_with(&rest);
+            let _ = query_with(&packet(1, &noise(seed, 40)));
+        }
+    }
 
     #[test]
     fn login_errors_are_classified() {

@@ -14,8 +14,8 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend, frontend};
 
-use super::sql::{Rows, SqlError};
-use super::transport::{connect, read_exact, start_tls, write_all, Conn};
+use super::sql::{push_row, too_big, Rows, SqlError, MAX_COLUMNS};
+use super::transport::{connect, read_exact, read_exact_vec, start_tls, write_all, Conn};
 use super::url::{Endpoint, Target, Tls};
 use super::Verdict;
 
@@ -81,6 +81,7 @@ fn simple_query(conn: &mut Conn, sql: &str) -> Result<Result<Rows, SqlError>, Sq
     write_all(conn, &buf)?;
     let mut rows = Rows::default();
     let mut failure = None;
+    let mut bytes = 0;
     loop {
         let (tag, body) = read_message(conn)?;
         let mut raw = BytesMut::with_capacity(body.len() + 5);
@@ -97,6 +98,9 @@ fn simple_query(conn: &mut Conn, sql: &str) -> Result<Result<Rows, SqlError>, Sq
             backend::Message::RowDescription(description) => {
                 let mut fields = description.fields();
                 while let Ok(Some(field)) = fields.next() {
+                    if rows.columns.len() >= MAX_COLUMNS {
+                        return Err(too_big(&format!("more than {MAX_COLUMNS} columns")));
+                    }
                     rows.columns.push(field.name().to_string());
                 }
             }
@@ -105,11 +109,14 @@ fn simple_query(conn: &mut Conn, sql: &str) -> Result<Result<Rows, SqlError>, Sq
                 let mut values = Vec::with_capacity(rows.columns.len());
                 let mut ranges = data.ranges();
                 while let Ok(Some(range)) = ranges.next() {
+                    if values.len() >= MAX_COLUMNS {
+                        return Err(too_big(&format!("more than {MAX_COLUMNS} columns")));
+                    }
                     values.push(range.map(|r| {
                         String::from_utf8_lossy(buffer.get(r).unwrap_or_default()).into_owned()
                     }));
                 }
-                rows.rows.push(values);
+                push_row(&mut rows, values, &mut bytes)?;
             }
             backend::Message::ErrorResponse(error) => {
                 let (mut sqlstate, mut message) = (String::new(), String::new());
@@ -119,7 +126,12 @@ fn simple_query(conn: &mut Conn, sql: &str) -> Result<Result<Rows, SqlError>, Sq
                         b'C' => {
                             sqlstate = String::from_utf8_lossy(field.value_bytes()).into_owned()
                         }
-                        b'M' => message = String::from_utf8_lossy(field.value_bytes()).into_owned(),
+                        b'M' => {
+                            message = super::server_text(
+                                &String::from_utf8_lossy(field.value_bytes()),
+                                &[],
+                            )
+                        }
                         _ => {}
                     }
                 }
@@ -214,7 +226,7 @@ fn frontend(tag: u8, body: &[u8]) -> Vec<u8> {
     message
 }
 
-fn read_message(conn: &mut Conn) -> Result<(u8, Vec<u8>), Verdict> {
+fn read_message(conn: &mut impl std::io::Read) -> Result<(u8, Vec<u8>), Verdict> {
     let mut header = [0u8; 5];
     read_exact(conn, &mut header)?;
     let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
@@ -224,9 +236,7 @@ fn read_message(conn: &mut Conn) -> Result<(u8, Vec<u8>), Verdict> {
             "not a Postgres server (message length {len})"
         )));
     }
-    let mut body = vec![0u8; len - 4];
-    read_exact(conn, &mut body)?;
-    Ok((header[0], body))
+    Ok((header[0], read_exact_vec(conn, len - 4)?))
 }
 
 fn be_i32(bytes: &[u8]) -> Option<i32> {
@@ -330,7 +340,7 @@ fn classify_error(body: &[u8]) -> Verdict {
     for field in body.split(|b| *b == 0) {
         match field.split_first() {
             Some((b'C', v)) => code = String::from_utf8_lossy(v).into_owned(),
-            Some((b'M', v)) => message = String::from_utf8_lossy(v).into_owned(),
+            Some((b'M', v)) => message = super::server_text(&String::from_utf8_lossy(v), &[]),
             _ => {}
         }
     }
@@ -353,6 +363,163 @@ pub fn classify_sqlstate(code: &str, message: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scripted server: what it will send; what we send is dropped.
+    struct Scripted(std::io::Cursor<Vec<u8>>);
+
+    impl std::io::Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl std::io::Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn scripted(server: &[u8]) -> Conn {
+        Box::new(Scripted(std::io::Cursor::new(server.to_vec())))
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        frontend(tag, body)
+    }
+
+    fn row_description(names: &[&str]) -> Vec<u8> {
+        let mut body = (names.len() as i16).to_be_bytes().to_vec();
+        for name in names {
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            body.extend_from_slice(&[0; 18]);
+        }
+        message(b'T', &body)
+    }
+
+    fn data_row(values: &[Option<&str>]) -> Vec<u8> {
+        let mut body = (values.len() as i16).to_be_bytes().to_vec();
+        for value in values {
+            match value {
+                Some(v) => {
+                    body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    body.extend_from_slice(v.as_bytes());
+                }
+                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        message(b'D', &body)
+    }
+
+    fn ready() -> Vec<u8> {
+        message(b'Z', b"I")
+    }
+
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_read_and_answers_past_the_caps_fail_with_one_line() {
+        let mut server = row_description(&["v"]);
+        server.extend(data_row(&[Some("abc")]));
+        server.extend(data_row(&[None]));
+        server.extend(message(b'C', b"SELECT 2\0"));
+        server.extend(ready());
+        let rows = simple_query(&mut scripted(&server), "SELECT 1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows.columns, ["v"]);
+        assert_eq!(rows.rows, [vec![Some("abc".to_string())], vec![None]]);
+
+        let mut server = row_description(&["v"]);
+        for _ in 0..=crate::wire::sql::MAX_ROWS {
+            server.extend(data_row(&[Some("x")]));
+        }
+        match simple_query(&mut scripted(&server), "SELECT 1") {
+            Err(SqlError::Connection(Verdict::Fatal(m))) => assert!(m.contains("rows"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let names: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match simple_query(&mut scripted(&row_description(&names)), "SELECT 1") {
+            Err(SqlError::Connection(Verdict::Fatal(m))) => assert!(m.contains("columns"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let big = "y".repeat(900_000);
+        let mut server = row_description(&["v"]);
+        for _ in 0..6 {
+            server.extend(data_row(&[Some(&big)]));
+        }
+        match simple_query(&mut scripted(&server), "SELECT 1") {
+            Err(SqlError::Connection(Verdict::Fatal(m))) => assert!(m.contains("bytes"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_announced_length_is_refused_or_read_as_it_arrives() {
+        let mut huge = vec![b'D'];
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            read_message(&mut scripted(&huge)),
+            Err(Verdict::Fatal(_))
+        ));
+        let mut short = vec![b'D'];
+        short.extend_from_slice(&(MAX_MESSAGE as i32).to_be_bytes());
+        short.extend_from_slice(b"abc");
+        assert!(matches!(
+            read_message(&mut scripted(&short)),
+            Err(Verdict::NotYet(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_and_malformed_replies_do_not_panic() {
+        let mut whole = row_description(&["a", "b"]);
+        whole.extend(data_row(&[Some("x"), None]));
+        whole.extend(message(b'E', b"SERROR\0C42P01\0Mno table\0\0"));
+        whole.extend(ready());
+        for end in 0..whole.len() {
+            let _ = simple_query(&mut scripted(&whole[..end]), "SELECT 1");
+            let _ = converse(&mut scripted(&whole[..end]), "u", Some("pw"));
+        }
+        let mut login = message(b'R', &[0, 0, 0, 10]);
+        login.extend_from_slice(b"SCRAM-SHA-256\0\0");
+        let mut login_continue = login.clone();
+        login_continue.extend(message(b'R', &[&[0, 0, 0, 11][..], b"r=x,s=,i=0"].concat()));
+        for seed in 0..500 {
+            let mut server = whole.clone();
+            let at = seed as usize % server.len();
+            server[at] ^= (seed as u8) | 1;
+            let _ = simple_query(&mut scripted(&server), "SELECT 1");
+            let _ = converse(&mut scripted(&server), "u", Some("pw"));
+            let _ = converse(&mut scripted(&noise(seed, 64)), "u", Some("pw"));
+            let mut auth = login_continue.clone();
+            let at = 5 + seed as usize % (auth.len() - 5);
+            auth[at] ^= (seed as u8) | 1;
+            let _ = converse(&mut scripted(&auth), "u", Some("pw"));
+        }
+        for code in [3u8, 5, 10, 11, 12, 99] {
+            let _ = converse(
+                &mut scripted(&message(b'R', &[0, 0, 0, code])),
+                "u",
+                Some("pw"),
+            );
+            let _ = converse(&mut scripted(&message(b'R', &[0, 0, 0, code])), "u", None);
+        }
+    }
 
     #[test]
     fn startup_message_is_well_formed() {

@@ -3,16 +3,18 @@
 //! For Sentinel URLs, the first sentinel that answers PING is enough.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::transport::{connect, io_reason, secure};
+use super::transport::{connect_until, io_reason, secure};
 use super::url::{Endpoint, Kind, Target};
-use super::Verdict;
+use super::{server_text, Verdict};
 
 pub fn probe(target: &Target, timeout: Duration) -> Verdict {
     let mut last = Verdict::NotYet("no endpoint".into());
+    // One deadline for the attempt, whichever sentinel answers.
+    let deadline = Instant::now() + timeout;
     for endpoint in &target.endpoints {
-        last = probe_one(target, endpoint, timeout);
+        last = probe_one(target, endpoint, deadline);
         if matches!(last, Verdict::Ready | Verdict::Fatal(_)) {
             return last;
         }
@@ -33,8 +35,8 @@ fn command(words: &[&str]) -> Vec<u8> {
     out
 }
 
-fn probe_one(target: &Target, endpoint: &Endpoint, timeout: Duration) -> Verdict {
-    let socket = match connect(endpoint, timeout) {
+fn probe_one(target: &Target, endpoint: &Endpoint, deadline: Instant) -> Verdict {
+    let socket = match connect_until(endpoint, deadline) {
         Ok(s) => s,
         Err(v) => return v,
     };
@@ -60,20 +62,37 @@ fn probe_one(target: &Target, endpoint: &Endpoint, timeout: Duration) -> Verdict
     {
         return Verdict::NotYet(io_reason(&e));
     }
-    let mut replies = Vec::new();
-    for _ in 0..(if authenticating { 2 } else { 1 }) {
-        let mut line = String::new();
-        match Read::by_ref(&mut reader).take(4096).read_line(&mut line) {
-            Ok(0) => return Verdict::NotYet("the server closed the connection".into()),
-            Ok(_) => replies.push(line.trim_end().to_string()),
-            Err(e) => return Verdict::NotYet(io_reason(&e)),
-        }
-    }
+    let replies = match read_replies(&mut reader, if authenticating { 2 } else { 1 }) {
+        Ok(replies) => replies,
+        Err(v) => return v,
+    };
     let _ = reader.get_mut().write_all(&command(&["QUIT"]));
-    classify(&replies, authenticating)
+    // The password, wherever a reply echoes it (a renamed AUTH does).
+    let sent: Vec<&str> = target.password.as_deref().into_iter().collect();
+    classify(&replies, authenticating, &sent)
 }
 
-pub fn classify(replies: &[String], authenticated: bool) -> Verdict {
+/// The longest reply line read: a status or an error is short.
+const MAX_LINE: u64 = 4096;
+
+/// `count` reply lines, each cut at MAX_LINE bytes (a longer one is read
+/// no further: it is not a Redis status line anyway).
+fn read_replies(reader: &mut impl BufRead, count: usize) -> Result<Vec<String>, Verdict> {
+    let mut replies = Vec::new();
+    for _ in 0..count {
+        let mut line = String::new();
+        match Read::by_ref(reader).take(MAX_LINE).read_line(&mut line) {
+            Ok(0) => return Err(Verdict::NotYet("the server closed the connection".into())),
+            Ok(_) => replies.push(line.trim_end().to_string()),
+            Err(e) => return Err(Verdict::NotYet(io_reason(&e))),
+        }
+    }
+    Ok(replies)
+}
+
+/// The replies' verdict; `sent` are the credentials we sent, masked
+/// wherever a reply echoes them.
+pub fn classify(replies: &[String], authenticated: bool, sent: &[&str]) -> Verdict {
     for reply in replies {
         let upper = reply.to_ascii_uppercase();
         if upper.starts_with("-WRONGPASS")
@@ -99,14 +118,14 @@ pub fn classify(replies: &[String], authenticated: bool) -> Verdict {
             return Verdict::NotYet("Redis is loading its dataset into memory".into());
         }
         if upper.starts_with('-') {
-            return Verdict::NotYet(reply.trim_start_matches('-').to_string());
+            return Verdict::NotYet(server_text(reply.trim_start_matches('-'), sent));
         }
     }
     match replies.last() {
         Some(r) if r == "+PONG" => Verdict::Ready,
         Some(r) => Verdict::Fatal(format!(
             "not a Redis server (answered {:?})",
-            r.chars().take(40).collect::<String>()
+            server_text(r, sent).chars().take(40).collect::<String>()
         )),
         None => Verdict::NotYet("no answer".into()),
     }
@@ -122,29 +141,82 @@ mod tests {
 
     #[test]
     fn replies_are_classified() {
-        assert!(matches!(classify(&s(&["+PONG"]), false), Verdict::Ready));
         assert!(matches!(
-            classify(&s(&["+OK", "+PONG"]), true),
+            classify(&s(&["+PONG"]), false, &[]),
+            Verdict::Ready
+        ));
+        assert!(matches!(
+            classify(&s(&["+OK", "+PONG"]), true, &[]),
             Verdict::Ready
         ));
         assert!(matches!(
             classify(
                 &s(&["-LOADING Redis is loading the dataset in memory"]),
-                false
+                false,
+                &[]
             ),
             Verdict::NotYet(_)
         ));
         assert!(
-            matches!(classify(&s(&["-WRONGPASS invalid username-password pair", "-NOAUTH x"]), true), Verdict::Fatal(m) if m.contains("wrong password"))
+            matches!(classify(&s(&["-WRONGPASS invalid username-password pair", "-NOAUTH x"]), true, &[]), Verdict::Fatal(m) if m.contains("wrong password"))
         );
         assert!(matches!(
-            classify(&s(&["-NOAUTH Authentication required."]), false),
+            classify(&s(&["-NOAUTH Authentication required."]), false, &[]),
             Verdict::Fatal(_)
         ));
         assert!(matches!(
-            classify(&s(&["HTTP/1.1 400"]), false),
+            classify(&s(&["HTTP/1.1 400"]), false, &[]),
             Verdict::Fatal(_)
         ));
+    }
+
+    #[test]
+    fn a_reply_that_echoes_the_password_is_masked() {
+        let renamed = "-ERR unknown command 'AUTH', with args beginning with: 'default' 'hunter2' ";
+        match classify(&s(&[renamed, "+PONG"]), true, &["hunter2"]) {
+            Verdict::NotYet(m) => {
+                assert!(!m.contains("hunter2") && !m.contains("default"), "{m}");
+                assert!(m.contains("unknown command"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match classify(&s(&["-ERR bad password hunter2 here"]), true, &["hunter2"]) {
+            Verdict::NotYet(m) => assert_eq!(m, "ERR bad password *** here"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_oversized_and_malformed_replies_do_not_panic() {
+        for reply in [
+            "",
+            "-",
+            "+",
+            "\u{0}\u{1}",
+            "$-1",
+            "*",
+            &"x".repeat(100_000),
+            "-é",
+        ] {
+            let _ = classify(&s(&[reply]), false, &["pw"]);
+            let _ = classify(&s(&[reply, reply]), true, &["pw"]);
+        }
+        assert!(matches!(classify(&[], false, &[]), Verdict::NotYet(_)));
+    }
+
+    #[test]
+    fn reply_lines_are_cut_and_bad_bytes_are_a_verdict() {
+        let mut long = vec![b'+'; 100_000];
+        long.extend_from_slice(b"\r\n+PONG\r\n");
+        let replies = read_replies(&mut std::io::Cursor::new(long), 1).unwrap();
+        assert_eq!(replies[0].len(), MAX_LINE as usize);
+        assert!(matches!(classify(&replies, false, &[]), Verdict::Fatal(_)));
+        for input in [&b""[..], b"+OK", b"\xff\xfe\r\n", b"-ERR x\r\n"] {
+            let got = read_replies(&mut std::io::Cursor::new(input.to_vec()), 2);
+            assert!(got.is_err(), "{input:?}: {got:?}");
+        }
+        let both = read_replies(&mut std::io::Cursor::new(b"+OK\r\n+PONG\r\n".to_vec()), 2);
+        assert_eq!(both.unwrap(), ["+OK", "+PONG"]);
     }
 
     #[test]

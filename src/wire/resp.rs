@@ -142,7 +142,8 @@ impl Session {
             .endpoints
             .first()
             .ok_or_else(|| Verdict::Fatal("the URL names no server".into()))?;
-        let conn = super::timed::connect(target, endpoint, deadline)?;
+        let conn = super::transport::connect_until(endpoint, deadline)
+            .and_then(|socket| super::transport::secure(socket, endpoint, target))?;
         let mut session = Session {
             reader: BufReader::new(conn),
         };
@@ -154,23 +155,25 @@ impl Session {
                 None => session.call(&[b"AUTH", password.as_bytes()]),
             }
             .map_err(Verdict::NotYet)?;
-            session.expect_ok(reply, true)?;
+            session.expect_ok(reply, true, &[password])?;
         }
         let db = target.database.as_deref().unwrap_or("0");
         if db != "0" {
             let reply = session
                 .call(&[b"SELECT", db.as_bytes()])
                 .map_err(Verdict::NotYet)?;
-            session.expect_ok(reply, password.is_some())?;
+            let sent: Vec<&str> = password.into_iter().collect();
+            session.expect_ok(reply, password.is_some(), &sent)?;
         }
         Ok(session)
     }
 
-    fn expect_ok(&self, reply: Value, authenticated: bool) -> Result<(), Verdict> {
+    /// `sent`: the credentials we sent, masked wherever the reply echoes them.
+    fn expect_ok(&self, reply: Value, authenticated: bool, sent: &[&str]) -> Result<(), Verdict> {
         match reply {
             Value::Simple(_) => Ok(()),
             Value::Error(text) => {
-                match super::redis::classify(&[format!("-{text}")], authenticated) {
+                match super::redis::classify(&[format!("-{text}")], authenticated, sent) {
                     Verdict::Ready => Ok(()),
                     other => Err(other),
                 }

@@ -8,6 +8,38 @@ use std::time::Duration;
 use super::url::{Kind, Target};
 use super::{mysql, postgres, Verdict};
 
+/// What one answer may hold: the queries here read a handful of short
+/// rows (alembic revisions, a few jobs); past these a server is broken or
+/// hostile, and the query fails with one line instead of growing PID 1.
+pub const MAX_COLUMNS: usize = 64;
+pub const MAX_ROWS: usize = 10_000;
+/// All the values of one answer together, in bytes.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// The one line for an answer past the caps above.
+pub fn too_big(what: &str) -> SqlError {
+    SqlError::Connection(Verdict::Fatal(format!(
+        "the server's answer has {what}; a metadata query here reads a few short rows, so it is not read further"
+    )))
+}
+
+/// Adds one row to `rows` within the caps; `bytes` counts the answer so far.
+pub fn push_row(
+    rows: &mut Rows,
+    row: Vec<Option<String>>,
+    bytes: &mut usize,
+) -> Result<(), SqlError> {
+    if rows.rows.len() >= MAX_ROWS {
+        return Err(too_big(&format!("more than {MAX_ROWS} rows")));
+    }
+    *bytes += row.iter().flatten().map(String::len).sum::<usize>() + row.len();
+    if *bytes > MAX_ANSWER_BYTES {
+        return Err(too_big(&format!("more than {MAX_ANSWER_BYTES} bytes")));
+    }
+    rows.rows.push(row);
+    Ok(())
+}
+
 /// The rows of one result set; NULL is `None`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rows {

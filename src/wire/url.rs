@@ -19,11 +19,26 @@
 //   `mariadb+<driver>`, `sqlite+<driver>`, letters/digits/`_`): the probe only needs the
 //   network address, and refusing a driver Airflow can load would keep the container down.
 // * `db+` (Celery result backends) is accepted only in front of SQL dialects.
-// * Userinfo ends at the last `@` before the first `/` or `?` that follows the first `@`,
-//   and the user name part may not contain `/` or `?`. So raw `@`, `/`, `?` and `:` inside a
-//   password work (as in SQLAlchemy); `host/db@x` is a host, not a user.
-// * An empty user name (`redis://:pw@h`) is `user: None`; an empty password is `Some("")`.
-// * `host:` (empty port) means the default port, as in SQLAlchemy and urllib; port 0 is an error.
+// * Userinfo is split as the library that will use the URL splits it (checked against
+//   SQLAlchemy 2.1 and kombu 5.7 / redis-py 8 in Airflow 3.3's venv):
+//   - SQL schemes, as SQLAlchemy's `make_url` regex: the user name runs to the first `:` or `/`;
+//     after a `:` the password runs to the FIRST `@` (it may hold `/`, `?`, `#`, `:`, never
+//     `@`); with no such password, a user name alone ends at its last `@`. So
+//     `user:Pw7@zq9k/x4@db/airflow` is host `zq9k`, database `x4@db/airflow`, as in Airflow.
+//   - Broker schemes (redis, rediss, unix, sentinel, amqp, ...), as urllib (kombu's
+//     `url_to_parts`, redis-py's `parse_url`): the authority ends at the first `/`, `?` or `#`,
+//     the userinfo at its LAST `@`, the password at the first `:` of the userinfo; `#` starts a
+//     fragment that is ignored. A raw `/`, `?` or `#` in a password so ends the authority.
+//   An `@` left after that split (in host, port, path or query) makes the URL ambiguous:
+//   `mask` hides everything up to the last `@`, error messages quote no piece of host or port,
+//   and `parse` registers password, hosts, database and every piece of the text between the
+//   first `:` and the last `@` with `redact::hide`, so none of them shows in any later line
+//   (`at=`, a DNS error, a server's message). `Target::ambiguous` says so, for a warning.
+// * An empty user name or password (`redis://:@h`, `postgresql://u:@h/db`) is `None`: redis-py
+//   and kombu drop an empty one, and SQLAlchemy's `translate_connect_args` does not pass it on.
+// * `host:` (empty port): the default port for brokers (urllib), an error for SQL schemes
+//   (SQLAlchemy fails on `int('')`). Port 0 is an error.
+// * Broker host names are percent-decoded (kombu and redis-py `unquote` them); SQL ones are not.
 // * Host names are ASCII letters, digits, `.`, `-`, `_`; IPv6 literals must be bracketed in the
 //   authority (a zone `%25eth0` is kept as `%eth0`) and are kept as written, not normalized.
 // * Database names, paths and the AMQP vhost are percent-decoded; query keys and values are
@@ -55,7 +70,9 @@
 // * `;` separates URLs only when what follows (after spaces) is `scheme://`, so a raw `;` in a
 //   password survives. Several URLs must share kind and TLS level and be amqp/redis/sentinel;
 //   user, password, database and root certificate come from the first URL (first master name).
-// * `mask` also replaces values of query keys that look secret (containing `pass`, `secret`,
+// * `mask` shows a URL's password as `***` (an empty one as empty), up to the LAST `@` whatever
+//   the split, and a lone user name as written for these schemes (`***` for any other scheme,
+//   whose `https://TOKEN@host` is a token). It also replaces values of query keys that look secret (containing `pass`, `secret`,
 //   `token`, or equal to `pwd`), e.g. libpq `password=` / `sslpassword=`. Messages show the
 //   masked URL with control characters escaped, cut after 300 characters.
 
@@ -113,6 +130,9 @@ pub struct Target {
     pub sqlite_path: Option<PathBuf>,
     /// Sentinel master name from `?master_name=`, if given.
     pub sentinel_master: Option<String>,
+    /// An `@` was left after the userinfo split: the password may hold a raw `@`, `/`, `?` or
+    /// `#`, and the host, port or database may be pieces of it (all are masked in output).
+    pub ambiguous: bool,
 }
 
 /// Prints as `***`; stands in for the password in `Debug` output.
@@ -137,6 +157,7 @@ impl fmt::Debug for Target {
             .field("tls_root_cert", &self.tls_root_cert)
             .field("sqlite_path", &self.sqlite_path)
             .field("sentinel_master", &self.sentinel_master)
+            .field("ambiguous", &self.ambiguous)
             .finish()
     }
 }
@@ -165,9 +186,13 @@ const MAX_SHOWN_CHARS: usize = 300;
 /// Parses one URL, or a Celery failover list `url;url;...`, into a probe target.
 pub fn parse(url: &str) -> Result<Target, UrlError> {
     let url = url.trim();
+    let ambiguous = split_segments(url)
+        .into_iter()
+        .any(|segment| is_ambiguous(segment.trim()));
     let ctx = Ctx {
         shown: show(&mask(url)),
-        clear: shape_is_clear(url),
+        clear: shape_is_clear(url) && !ambiguous,
+        ambiguous,
     };
     if url.is_empty() {
         return Err(UrlError {
@@ -181,10 +206,52 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
     for segment in split_segments(url) {
         targets.push(parse_one(segment.trim(), &ctx)?);
     }
-    merge(targets, &ctx)
+    let mut target = merge(targets, &ctx)?;
+    if ambiguous {
+        target.ambiguous = true;
+        hide_ambiguous_pieces(url, &target);
+    }
+    Ok(target)
 }
 
-/// The URL with the password replaced by *** (used in every message and log line).
+/// Registers with `redact::hide` everything of an ambiguous URL that may be
+/// a piece of its password: the parsed password, hosts and database, and
+/// each piece of the text from the first `:` to the last `@` of a segment.
+fn hide_ambiguous_pieces(url: &str, target: &Target) {
+    let hide = crate::redact::hide;
+    for segment in split_segments(url) {
+        let Some((_, rest)) = split_scheme(segment.trim()) else {
+            continue;
+        };
+        let Some(last_at) = rest.rfind('@') else {
+            continue;
+        };
+        let region = rest.get(..last_at).unwrap_or_default();
+        let span = match region.split_once(':') {
+            Some((_, after_colon)) => after_colon,
+            None => region,
+        };
+        hide(span);
+        // The user name is shown in the masked URL anyway.
+        span.split(|c: char| c.is_whitespace() || "@/:?#&=;[]".contains(c))
+            .filter(|piece| target.user.as_deref() != Some(*piece))
+            .for_each(hide);
+    }
+    if let Some(password) = &target.password {
+        hide(password);
+    }
+    for endpoint in &target.endpoints {
+        if let Endpoint::Tcp { host, .. } = endpoint {
+            hide(host);
+        }
+    }
+    if let Some(database) = &target.database {
+        hide(database);
+    }
+}
+
+/// The URL with the password replaced by *** (used in every message and log line): everything
+/// from the first `:` of the userinfo to the last `@` of each URL, whatever the split.
 /// A URL whose shape cannot be told shows only its scheme.
 pub fn mask(url: &str) -> String {
     if !url.trim().is_empty() && !shape_is_clear(url.trim()) {
@@ -256,7 +323,8 @@ fn shape_is_clear(url: &str) -> bool {
         let Some((_, rest)) = split_scheme(segment.trim()) else {
             return false;
         };
-        if split_userinfo(rest).0.is_some() {
+        // `mask` hides everything up to the last `@`.
+        if rest.contains('@') {
             return true;
         }
         let hostport = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -297,18 +365,45 @@ fn split_scheme(segment: &str) -> Option<(&str, &str)> {
         .filter(|(scheme, _)| is_scheme_token(scheme))
 }
 
-/// Byte index of the `@` that ends the userinfo in the text after `scheme://`.
-fn userinfo_end(rest: &str) -> Option<usize> {
-    let first_at = rest.find('@')?;
-    let head = rest.get(..first_at)?;
-    let user = head.split_once(':').map_or(head, |(user, _)| user);
-    if user.contains(['/', '?']) {
-        return None;
+/// How the library that will use a URL splits it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// SQLAlchemy's `make_url` regex (database URLs).
+    SqlAlchemy,
+    /// Python's `urllib.parse`, as kombu and redis-py use it (broker URLs).
+    Urllib,
+}
+
+fn split_rule(scheme: &str) -> Split {
+    match classify(scheme) {
+        Some(
+            Scheme::Redis { .. } | Scheme::RedisSocket | Scheme::Sentinel | Scheme::Amqp { .. },
+        ) => Split::Urllib,
+        _ => Split::SqlAlchemy,
     }
-    let tail = rest.get(first_at..)?;
-    let authority_len = tail.find(['/', '?']).unwrap_or(tail.len());
-    let authority_end = first_at.checked_add(authority_len)?;
-    rest.get(..authority_end)?.rfind('@')
+}
+
+/// Byte index of the `@` that ends the userinfo in the text after `scheme://`.
+fn userinfo_end(rest: &str, rule: Split) -> Option<usize> {
+    match rule {
+        Split::SqlAlchemy => {
+            // (?P<username>[^:/]*)(?::(?P<password>[^@]*))?@ with backtracking: a password
+            // ends at the first `@` after the `:`; without one, the user name alone ends at
+            // its own last `@`.
+            let user_len = rest.find([':', '/']).unwrap_or(rest.len());
+            let (user, after_user) = rest.split_at_checked(user_len)?;
+            if let Some(password_and_rest) = after_user.strip_prefix(':') {
+                if let Some(at) = password_and_rest.find('@') {
+                    return user_len.checked_add(1)?.checked_add(at);
+                }
+            }
+            user.rfind('@')
+        }
+        Split::Urllib => {
+            let netloc_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            rest.get(..netloc_len)?.rfind('@')
+        }
+    }
 }
 
 struct Parts<'a> {
@@ -319,15 +414,35 @@ struct Parts<'a> {
     query: Option<&'a str>,
 }
 
-fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
-    match userinfo_end(rest).and_then(|at| rest.split_at_checked(at)) {
+fn split_userinfo(rest: &str, rule: Split) -> (Option<&str>, &str) {
+    match userinfo_end(rest, rule).and_then(|at| rest.split_at_checked(at)) {
         Some((userinfo, after)) => (Some(userinfo), after.strip_prefix('@').unwrap_or(after)),
         None => (None, rest),
     }
 }
 
-fn split_parts(rest: &str) -> Parts<'_> {
-    let (userinfo, after) = split_userinfo(rest);
+/// True when an `@` is left after the userinfo split of `segment` and a `:`
+/// comes before the last `@` (without one there is no password): the
+/// password may hold a raw `@`, `/`, `?` or `#`, so what follows may be
+/// pieces of it.
+fn is_ambiguous(segment: &str) -> bool {
+    let Some((scheme, rest)) = split_scheme(segment) else {
+        return false;
+    };
+    let colon_before_last_at = rest
+        .rfind('@')
+        .and_then(|at| rest.get(..at))
+        .is_some_and(|region| region.contains(':'));
+    colon_before_last_at && split_userinfo(rest, split_rule(scheme)).1.contains('@')
+}
+
+fn split_parts(rest: &str, rule: Split) -> Parts<'_> {
+    let (userinfo, after) = split_userinfo(rest, rule);
+    // urllib drops a `#fragment`; SQLAlchemy keeps `#` as a character.
+    let after = match rule {
+        Split::Urllib => after.split('#').next().unwrap_or(after),
+        Split::SqlAlchemy => after,
+    };
     let (before_query, query) = match after.split_once('?') {
         Some((before, query)) => (before, Some(query)),
         None => (after, None),
@@ -348,32 +463,56 @@ fn split_parts(rest: &str) -> Parts<'_> {
 // Masking
 
 fn mask_segment(segment: &str, out: &mut String) {
-    let rest = match split_scheme(segment) {
+    let (scheme, rest) = match split_scheme(segment) {
         Some((scheme, rest)) => {
             out.push_str(scheme);
             out.push_str("://");
-            rest
+            (Some(scheme), rest)
         }
-        None => segment,
+        None => (None, segment),
     };
-    let (userinfo, after) = split_userinfo(rest);
-    if let Some(userinfo) = userinfo {
-        match userinfo.split_once(':') {
-            Some((user, _)) => {
-                out.push_str(user);
-                out.push_str(":***");
-            }
-            None => out.push_str(userinfo),
+    // Whatever the split, everything up to the last `@` may be password.
+    let Some(last_at) = rest.rfind('@') else {
+        mask_after_userinfo(rest, false, out);
+        return;
+    };
+    let (region, after) = rest.split_at(last_at);
+    let after = after.strip_prefix('@').unwrap_or(after);
+    let plausible_user =
+        |user: &str| !user.contains(|c: char| c.is_whitespace() || "/?#[]".contains(c));
+    match region.split_once(':') {
+        Some((user, "")) if plausible_user(user) => {
+            out.push_str(user);
+            out.push(':');
         }
-        out.push('@');
+        Some((user, _)) if plausible_user(user) => {
+            out.push_str(user);
+            out.push_str(":***");
+        }
+        // A lone user name of a scheme we know; any other may be a token.
+        None if plausible_user(region) && scheme.is_some_and(|s| classify(s).is_some()) => {
+            out.push_str(region);
+        }
+        _ => out.push_str("***"),
     }
-    match after.split_once('?') {
+    out.push('@');
+    mask_after_userinfo(after, region.contains('?'), out);
+}
+
+/// Host, path and query, with secret query values masked. `in_query`: the
+/// `?` was inside the masked part, so all of `text` is query.
+fn mask_after_userinfo(text: &str, in_query: bool, out: &mut String) {
+    if in_query {
+        mask_query(text, out);
+        return;
+    }
+    match text.split_once('?') {
         Some((before, query)) => {
             out.push_str(before);
             out.push('?');
             mask_query(query, out);
         }
-        None => out.push_str(after),
+        None => out.push_str(text),
     }
 }
 
@@ -532,8 +671,10 @@ struct Ctx {
     /// The whole input, masked and made printable (only its scheme when its
     /// shape cannot be told).
     shown: String,
-    /// `shape_is_clear`: host and port text may be quoted in messages.
+    /// `shape_is_clear` and not ambiguous: host and port text may be quoted in messages.
     clear: bool,
+    /// An `@` is left after the userinfo split (see `is_ambiguous`).
+    ambiguous: bool,
 }
 
 impl Ctx {
@@ -543,13 +684,23 @@ impl Ctx {
         if self.clear {
             format!("`{}`", show(text))
         } else {
-            "(not shown: with no `@` it may be the password)".to_string()
+            "(not shown: it may be part of the password)".to_string()
         }
     }
 
     fn err(&self, found: impl fmt::Display, expected: impl fmt::Display) -> UrlError {
+        let hint = if self.ambiguous {
+            "; the URL has an `@` after its password, so SQLAlchemy, kombu and redis-py end the \
+             password before it: percent-encode `@`, `/`, `?`, `#` and `:` in a password \
+             (%40, %2F, %3F, %23, %3A)"
+        } else {
+            ""
+        };
         UrlError {
-            message: format!("found {found} in `{}`; expected {expected}", self.shown),
+            message: format!(
+                "found {found} in `{}`; expected {expected}{hint}",
+                self.shown
+            ),
         }
     }
 }
@@ -605,6 +756,17 @@ fn parse_hostport(
     bare_ipv6: bool,
     ctx: &Ctx,
 ) -> Result<(Option<String>, Option<u16>), UrlError> {
+    parse_hostport_as(text, bare_ipv6, Split::SqlAlchemy, ctx)
+}
+
+/// As `parse_hostport`; `Split::Urllib` percent-decodes the host name (kombu and
+/// redis-py `unquote` it).
+fn parse_hostport_as(
+    text: &str,
+    bare_ipv6: bool,
+    rule: Split,
+    ctx: &Ctx,
+) -> Result<(Option<String>, Option<u16>), UrlError> {
     if text.is_empty() {
         return Ok((None, None));
     }
@@ -652,8 +814,22 @@ fn parse_hostport(
         ));
     }
     let port = parse_port(port, ctx)?;
+    let decoded;
+    let host = match rule {
+        Split::Urllib if host.contains('%') => {
+            decoded = percent_decode(host, false);
+            decoded.as_str()
+        }
+        _ => host,
+    };
     if host.is_empty() {
         return Ok((None, port));
+    }
+    if host.contains('@') {
+        return Err(ctx.err(
+            format!("an `@` in the host {}", ctx.fragment(host)),
+            HOST_EXPECTED,
+        ));
     }
     if !is_hostname(host) {
         return Err(ctx.err(
@@ -744,13 +920,13 @@ fn parse_one(segment: &str, ctx: &Ctx) -> Result<Target, UrlError> {
             format!("one of: {SUPPORTED_SCHEMES}"),
         ));
     };
-    let parts = split_parts(rest);
+    let parts = split_parts(rest, split_rule(scheme));
     let query = Query::parse(parts.query);
     let (user, password) = match parts.userinfo {
         Some(userinfo) => match userinfo.split_once(':') {
             Some((user, password)) => (
                 non_empty(percent_decode(user, false)),
-                Some(percent_decode(password, false)),
+                non_empty(percent_decode(password, false)),
             ),
             None => (non_empty(percent_decode(userinfo, false)), None),
         },
@@ -767,6 +943,7 @@ fn parse_one(segment: &str, ctx: &Ctx) -> Result<Target, UrlError> {
         tls_root_cert: None,
         sqlite_path: None,
         sentinel_master: None,
+        ambiguous: false,
     };
     match class {
         Scheme::Postgres => fill_postgres(&mut target, &parts, &query, ctx)?,
@@ -784,8 +961,20 @@ fn decoded_path(path: Option<&str>) -> Option<String> {
     path.map(|p| percent_decode(p, false)).and_then(non_empty)
 }
 
+/// SQLAlchemy reads `host:` as port `int('')`, which fails.
+fn refuse_empty_sql_port(hostport: &str, ctx: &Ctx) -> Result<(), UrlError> {
+    if hostport.ends_with(':') {
+        return Err(ctx.err(
+            "an empty port after `:`",
+            "a port number after the `:`, or no `:` for the default port (SQLAlchemy fails on an empty one)",
+        ));
+    }
+    Ok(())
+}
+
 fn fill_postgres(t: &mut Target, p: &Parts, q: &Query, ctx: &Ctx) -> Result<(), UrlError> {
     t.kind = Kind::Postgres;
+    refuse_empty_sql_port(p.hostport, ctx)?;
     let (host, port) = parse_hostport(p.hostport, false, ctx)?;
     let port = match q.get("port") {
         Some(text) => parse_port(text, ctx)?.or(port),
@@ -909,6 +1098,7 @@ fn mysql_tls(q: &Query, ctx: &Ctx) -> Result<Tls, UrlError> {
 
 fn fill_mysql(t: &mut Target, p: &Parts, q: &Query, ctx: &Ctx) -> Result<(), UrlError> {
     t.kind = Kind::Mysql;
+    refuse_empty_sql_port(p.hostport, ctx)?;
     let (host, port) = parse_hostport(p.hostport, false, ctx)?;
     t.database = decoded_path(p.path);
     t.endpoints.push(match q.get_non_empty("unix_socket") {
@@ -971,7 +1161,7 @@ fn redis_db(path: Option<&str>, q: &Query, ctx: &Ctx) -> Result<Option<String>, 
 
 fn fill_redis(t: &mut Target, p: &Parts, q: &Query, tls: bool, ctx: &Ctx) -> Result<(), UrlError> {
     t.kind = Kind::Redis;
-    let (host, port) = parse_hostport(p.hostport, false, ctx)?;
+    let (host, port) = parse_hostport_as(p.hostport, false, Split::Urllib, ctx)?;
     t.endpoints.push(tcp(host, port, 6379));
     t.database = redis_db(p.path, q, ctx)?;
     if tls {
@@ -1018,7 +1208,7 @@ fn fill_redis_socket(t: &mut Target, p: &Parts, q: &Query, ctx: &Ctx) -> Result<
 
 fn fill_sentinel(t: &mut Target, p: &Parts, q: &Query, ctx: &Ctx) -> Result<(), UrlError> {
     t.kind = Kind::RedisSentinel;
-    let (host, port) = parse_hostport(p.hostport, false, ctx)?;
+    let (host, port) = parse_hostport_as(p.hostport, false, Split::Urllib, ctx)?;
     t.endpoints.push(tcp(host, port, 26379));
     t.database = redis_db(p.path, q, ctx)?;
     t.sentinel_master = q.get_non_empty("master_name").map(str::to_string);
@@ -1027,7 +1217,7 @@ fn fill_sentinel(t: &mut Target, p: &Parts, q: &Query, ctx: &Ctx) -> Result<(), 
 
 fn fill_amqp(t: &mut Target, p: &Parts, q: &Query, tls: bool, ctx: &Ctx) -> Result<(), UrlError> {
     t.kind = Kind::Amqp;
-    let (host, port) = parse_hostport(p.hostport, false, ctx)?;
+    let (host, port) = parse_hostport_as(p.hostport, false, Split::Urllib, ctx)?;
     t.endpoints
         .push(tcp(host, port, if tls { 5671 } else { 5672 }));
     t.database = Some(decoded_path(p.path).unwrap_or_else(|| "/".to_string()));
@@ -1757,8 +1947,37 @@ mod tests {
     }
 
     #[test]
-    fn empty_port_means_default_port() {
-        assert_eq!(ok("postgresql://h:/db").endpoints, vec![tcp("h", 5432)]);
+    fn empty_port_is_the_default_for_brokers_and_an_error_for_sql_as_in_their_libraries() {
+        // urllib (kombu, redis-py): `h:` has no port.
+        assert_eq!(ok("redis://h:/0").endpoints, vec![tcp("h", 6379)]);
+        assert_eq!(ok("amqp://h://").endpoints, vec![tcp("h", 5672)]);
+        // SQLAlchemy: int('') fails.
+        for url in ["postgresql://h:/db", "mysql://u:pw@h:/db"] {
+            assert!(err(url).contains("empty port"), "{url}");
+        }
+    }
+
+    #[test]
+    fn missing_port_defaults_as_the_libraries_do() {
+        assert_eq!(ok("postgresql://h/db").endpoints, vec![tcp("h", 5432)]);
+        assert_eq!(ok("mysql://h/db").endpoints, vec![tcp("h", 3306)]);
+        assert_eq!(ok("redis://h/0").endpoints, vec![tcp("h", 6379)]);
+        assert_eq!(ok("rediss://h/0").endpoints, vec![tcp("h", 6379)]);
+        assert_eq!(ok("sentinel://h").endpoints, vec![tcp("h", 26379)]);
+        assert_eq!(ok("amqp://h//").endpoints, vec![tcp("h", 5672)]);
+        assert_eq!(ok("pyamqp://h//").endpoints, vec![tcp("h", 5672)]);
+        assert_eq!(ok("amqps://h//").endpoints, vec![tcp("h", 5671)]);
+    }
+
+    #[test]
+    fn broker_host_names_are_percent_decoded_as_kombu_does() {
+        assert_eq!(
+            ok("redis://%72edis:6379/0").endpoints,
+            vec![tcp("redis", 6379)]
+        );
+        assert_eq!(ok("amqp://r%61bbit//").endpoints, vec![tcp("rabbit", 5672)]);
+        // SQLAlchemy passes the host on as written.
+        assert!(err("postgresql://%72b/db").contains("invalid host"));
     }
 
     #[test]
@@ -1806,10 +2025,28 @@ mod tests {
     }
 
     #[test]
-    fn empty_password_is_some_empty() {
-        let t = ok("postgresql://u:@h/db");
-        assert_eq!(t.user, s("u"));
-        assert_eq!(t.password, s(""));
+    fn empty_user_or_password_means_none_as_in_redis_py_kombu_and_sqlalchemy() {
+        // The quick-start Compose file's broker: Redis without a password.
+        let t = ok("redis://:@redis:6379/0");
+        assert_eq!(t.user, None);
+        assert_eq!(t.password, None);
+        assert_eq!(t.endpoints, vec![tcp("redis", 6379)]);
+        assert_eq!(t.database, s("0"));
+        assert_eq!(mask("redis://:@redis:6379/0"), "redis://:@redis:6379/0");
+        for url in [
+            "postgresql://u:@h/db",
+            "postgresql+psycopg2://u:@h/db",
+            "mysql+mysqldb://u:@h/db",
+            "redis://u:@h/0",
+            "amqp://u:@rabbit//",
+        ] {
+            let t = ok(url);
+            assert_eq!(t.user, s("u"), "{url}");
+            assert_eq!(t.password, None, "{url}");
+        }
+        let t = ok("amqp://:@rabbit//");
+        assert_eq!((t.user, t.password), (None, None));
+        assert_eq!(ok("postgresql://:@h/db").password, None);
     }
 
     #[test]
@@ -1827,12 +2064,91 @@ mod tests {
     }
 
     #[test]
-    fn raw_at_in_password_splits_at_last_at_of_authority() {
-        let t = ok("postgresql://u:p@ss@host:5432/db");
-        assert_eq!(t.user, s("u"));
+    fn sql_urls_split_as_sqlalchemy_make_url_does() {
+        // make_url (SQLAlchemy 2.1.9): the password ends at the FIRST `@`.
+        let t = ok("postgresql://user:Pw7@zq9k/x4@db:5432/airflow");
+        assert_eq!(t.user, s("user"));
+        assert_eq!(t.password, s("Pw7"));
+        assert_eq!(t.endpoints, vec![tcp("zq9k", 5432)]);
+        assert_eq!(t.database, s("x4@db:5432/airflow"));
+        assert!(t.ambiguous);
+        // A user name alone ends at its last `@`; a user name may hold `@`.
+        let t = ok("postgresql://us@er:pw@host/db");
+        assert_eq!((t.user, t.password), (s("us@er"), s("pw")));
+        assert!(!t.ambiguous);
+        let t = ok("mysql://us@er@host/db");
+        assert_eq!(t.user, s("us@er"));
+        assert_eq!(t.endpoints, vec![tcp("host", 3306)]);
+        // No `:`: a `/` before the `@` means no userinfo.
+        let t = ok("postgresql://u/x@h/db");
+        assert_eq!(t.user, None);
+        assert_eq!(t.database, s("x@h/db"));
+        // `host:5432/db@x`: user `host`, password `5432/db`, as make_url reads it.
+        let t = ok("postgresql://h:5432/db@x");
+        assert_eq!((t.user, t.password), (s("h"), s("5432/db")));
+        assert_eq!(t.endpoints, vec![tcp("x", 5432)]);
+    }
+
+    #[test]
+    fn a_raw_at_leaving_an_at_in_the_host_is_an_error_that_shows_no_piece_of_it() {
+        // make_url reads host `ss@host`, which no driver can reach.
+        let m = err("postgresql://u:p@ss@host:5432/db");
+        assert!(m.contains("an `@` in the host"), "{m}");
+        assert!(m.contains("not shown"), "{m}");
+        assert!(m.contains("%40"), "{m}");
+        assert!(!m.contains("ss@") && !m.contains(":p@"), "{m}");
+    }
+
+    #[test]
+    fn broker_urls_split_as_urllib_does_for_kombu_and_redis_py() {
+        // The userinfo ends at the LAST `@` of the authority.
+        let t = ok("redis://:p@ss@host/0");
         assert_eq!(t.password, s("p@ss"));
-        assert_eq!(t.endpoints, vec![tcp("host", 5432)]);
-        assert_eq!(t.database, s("db"));
+        assert_eq!(t.endpoints, vec![tcp("host", 6379)]);
+        assert!(!t.ambiguous);
+        let t = ok("amqp://u:p@ss@rabbit:5672/vh");
+        assert_eq!(t.password, s("p@ss"));
+        assert_eq!(t.endpoints, vec![tcp("rabbit", 5672)]);
+        // `/`, `?` and `#` end the authority: the "password" is then a port, as in kombu.
+        for url in ["redis://:p/w@h/0", "redis://:p?w@h/0", "redis://:p#w@h/0"] {
+            let m = err(url);
+            assert!(m.contains("not shown") && m.contains("%2F"), "{url}: {m}");
+            assert!(!m.contains("`p`"), "{url}: {m}");
+        }
+        // The fragment is dropped.
+        assert_eq!(ok("redis://h:6380/1#x").endpoints, vec![tcp("h", 6380)]);
+        // An ambiguous broker URL, split as kombu does: host `zq9k`.
+        let t = ok("amqp://u:Pw7@zq9k/x4@rabbit:5672/vh");
+        assert_eq!(t.endpoints, vec![tcp("zq9k", 5672)]);
+        assert!(t.ambiguous);
+    }
+
+    #[test]
+    fn an_ambiguous_url_hides_every_piece_of_its_password_from_later_lines() {
+        let url = "postgresql://user:Pw7@zq9k/x4@db:5432/airflow";
+        assert_eq!(mask(url), "postgresql://user:***@db:5432/airflow");
+        let _ = ok(url);
+        for line in [
+            "cannot resolve zq9k: Name or service not known",
+            "at=zq9k:5432",
+            "database \"x4@db:5432/airflow\" does not exist",
+            "password Pw7 x4",
+        ] {
+            let shown = crate::redact::redact(line);
+            for piece in ["zq9k", "Pw7", "x4"] {
+                assert!(!shown.contains(piece), "{line} -> {shown}");
+            }
+        }
+        // A plain URL registers nothing.
+        let _ = ok("postgresql://airflow:plainpw@plainhost/plaindb");
+        assert_eq!(
+            crate::redact::redact("plainhost plaindb plainpw"),
+            "plainhost plaindb plainpw"
+        );
+        // Nor does an `@` with no `:` before it (no password to be part of).
+        let t = ok("sqlite:////tmp/a@b.db");
+        assert!(!t.ambiguous);
+        assert!(!ok("postgresql://u@h/db@x").ambiguous);
     }
 
     #[test]
@@ -1974,8 +2290,10 @@ mod tests {
             format!("amqp://guest:{p}@rabbit:5672//"),
             format!("amqps://guest:{p}@a;amqps://guest:{p}@b"),
             format!("db+postgresql://u:{p}@pg/results"),
-            format!("postgresql://u:x@{p}@h/db"),
             format!("postgresql://u:a/{p}?@h/db"),
+            format!("redis://:x@{p}@h/0"),
+            format!("amqp://u:{p}@zq9k/x4@rabbit//"),
+            format!("postgresql://u:{p}@zq9k/x4@db/airflow"),
             format!("postgresql://u@h/db?password={p}"),
             format!("postgresql://u@h/db?sslpassword={p}&sslmode=require"),
         ]
@@ -2001,6 +2319,11 @@ mod tests {
             format!("  amqp://u:{p}@h:70000//  "),
             format!("u:{p}@host"),
             format!("db+redis://:{p}@h/0"),
+            format!("postgresql://u:x@{p}@h/db"),
+            format!("postgresql://u:{p}@ss@h/db"),
+            format!("redis://:{p}/x@h/0"),
+            format!("redis://:{p}#x@h/0"),
+            format!("postgresql://u:{p}@h:/db"),
         ]
     }
 
@@ -2122,10 +2445,16 @@ mod tests {
             "postgresql://u:***@host/db"
         );
         assert_eq!(mask("postgresql://u@host/db"), "postgresql://u@host/db");
+        assert_eq!(mask("postgresql://u:@host/db"), "postgresql://u:@host/db");
         assert_eq!(
-            mask("postgresql://u:@host/db"),
-            "postgresql://u:***@host/db"
+            mask("postgresql://user:Pw7@zq9k/x4@db:5432/airflow"),
+            "postgresql://user:***@db:5432/airflow"
         );
+        assert_eq!(
+            mask("postgresql://u:a?b@h/db?password=x"),
+            "postgresql://u:***@h/db?password=***"
+        );
+        assert_eq!(mask("postgresql://u/x:pw@h/db"), "postgresql://***@h/db");
         assert_eq!(mask("sqlite:////tmp/a.db"), "sqlite:////tmp/a.db");
         assert_eq!(
             mask("amqp://a:1@x;amqp://b:2@y//"),
@@ -2210,7 +2539,7 @@ mod tests {
         fn password_never_leaks_for_any_rest_of_url(
             scheme in prop::sample::select(vec!["postgresql", "mysql", "redis", "amqp", "sentinel", "sqlite", "oracle", ""]),
             user in "[a-z0-9_.-]{0,8}",
-            tail in "[A-Za-z0-9/?:#!$]{0,6}",
+            tail in "[A-Za-z0-9/?:#!$@ ]{0,6}",
             rest in "[a-z0-9:/@\\[\\]%;?&=+#.é-]{0,40}",
         ) {
             let password = format!("PW{tail}");
@@ -2225,6 +2554,45 @@ mod tests {
                     prop_assert!(!debug.contains(&password), "{}", debug);
                 }
                 Err(e) => prop_assert!(!e.message.contains(&password), "{}", e.message),
+            }
+        }
+
+        #[test]
+        fn no_host_or_database_cut_from_a_password_survives_redact(
+            scheme in prop::sample::select(vec!["postgresql", "mysql", "redis", "amqp", "sentinel"]),
+            user in "[a-z]{1,6}",
+            head in "[A-Za-z0-9]{1,6}",
+            tail in "[A-Za-z0-9@/?#:]{0,12}",
+            host in "[a-z]{3,8}",
+        ) {
+            crate::redact::forget_hidden();
+            let password = format!("{head}{tail}");
+            let url = format!("{scheme}://{user}:{password}@{host}/0");
+            let Ok(t) = parse(&url) else {
+                return Ok(());
+            };
+            let from_password = |piece: &str| {
+                !piece.is_empty()
+                    && piece != host
+                    && piece != "localhost"
+                    && piece != "0"
+                    && !piece.eq_ignore_ascii_case("airflow")
+                    && piece.chars().any(char::is_alphanumeric)
+                    && password.contains(piece)
+            };
+            for endpoint in &t.endpoints {
+                if let Endpoint::Tcp { host: h, .. } = endpoint {
+                    if from_password(h) {
+                        let line = format!("cannot resolve {h}: no such host; at={h}:1");
+                        let shown = crate::redact::redact(&line);
+                        prop_assert!(!shown.contains(h.as_str()), "{} -> {}", url, shown);
+                    }
+                }
+            }
+            if let Some(d) = t.database.as_deref().filter(|d| from_password(d)) {
+                let line = format!("database \"{d}\" does not exist");
+                let shown = crate::redact::redact(&line);
+                prop_assert!(!shown.contains(d), "{} -> {}", url, shown);
             }
         }
 
@@ -2257,7 +2625,8 @@ mod tests {
             prop_assert_eq!(&t.scheme, scheme);
             prop_assert_eq!(t.endpoints, vec![Endpoint::Tcp { host, port: port.unwrap_or(5432) }]);
             prop_assert_eq!(t.user, if user.is_empty() { None } else { Some(user.clone()) });
-            prop_assert_eq!(&t.password, &password);
+            // An empty password is none (SQLAlchemy's translate_connect_args drops it).
+            prop_assert_eq!(&t.password, &password.clone().filter(|p| !p.is_empty()));
             prop_assert_eq!(t.database, if db.is_empty() { None } else { Some(db.clone()) });
             prop_assert_eq!(t.tls, sslmode.map(|(_, tls)| tls).unwrap_or(Tls::Off));
             prop_assert_eq!(t.tls_root_cert, None);
@@ -2265,6 +2634,7 @@ mod tests {
             let masked_userinfo = match (&password, user.is_empty()) {
                 (None, true) => String::new(),
                 (None, false) => format!("{}@", encode(&user)),
+                (Some(p), _) if p.is_empty() => format!("{}:@", encode(&user)),
                 (Some(_), _) => format!("{}:***@", encode(&user)),
             };
             let expected_mask = format!("{scheme}://{masked_userinfo}{host_in_url}{port_text}/{}{query}", encode(&db));

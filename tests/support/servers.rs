@@ -356,9 +356,13 @@ impl PgCluster {
 // ------------------------------------------------------------------ Redis
 
 pub fn start_redis(password: Option<&str>) -> Server {
+    start_redis_on(free_port(), password)
+}
+
+/// A Redis on `port` (a restart on the port of one that was stopped).
+pub fn start_redis_on(port: u16, password: Option<&str>) -> Server {
     let dir = TempDir::new("redis");
     own(dir.path(), "redis", 0o777);
-    let port = free_port();
     let log = dir.join("redis.log");
     let mut c = as_user("redis", "/usr/bin/redis-server");
     c.args([
@@ -396,6 +400,32 @@ pub fn start_redis(password: Option<&str>) -> Server {
         server.log_text()
     );
     server
+}
+
+/// The names of the queues of the RabbitMQ started by `start_rabbitmq`.
+pub fn rabbitmq_queues(server: &Server) -> Vec<String> {
+    let node = format!("aeptest{}@localhost", server.port);
+    // The server made its cookie in its HOME; rabbitmqctl's wrapper would
+    // look in the rabbitmq user's own.
+    let cookie = fs::read_to_string(server.dir.join(".erlang.cookie")).expect("the node's cookie");
+    let out = Command::new("rabbitmqctl")
+        .args(["--erlang-cookie", cookie.trim(), "-n", &node])
+        .args(["list_queues", "-q", "--no-table-headers", "name"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl list_queues: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    names.sort();
+    names
 }
 
 // ---------------------------------------------------------------- MariaDB

@@ -11,15 +11,13 @@ pub mod mailbox;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::env::layers::Layered;
-use crate::env::options::airflow_option;
+use crate::env::options::Options;
 use crate::env::urls::{self, Runner};
 use crate::error::Failure;
-use crate::signals::{is_terminating, SignalInbox};
+use crate::signals::SignalInbox;
 use crate::wire::url::{self, Kind, Target};
 
 use mailbox::{Answers, BrokerError};
@@ -232,10 +230,21 @@ pub fn local_workers() -> Vec<LocalWorker> {
         {
             continue;
         }
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+        // Most processes are not workers: a look at the first bytes, with
+        // no allocation, before reading a whole title.
+        let path = entry.path().join("cmdline");
+        let Ok(mut file) = std::fs::File::open(&path) else {
             continue;
         };
-        if !raw.starts_with(b"[celeryd: ") {
+        let mut head = [0u8; 10];
+        if std::io::Read::read(&mut file, &mut head).ok() != Some(head.len())
+            || &head != b"[celeryd: "
+        {
+            continue;
+        }
+        let mut raw = head.to_vec();
+        if std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 * 1024), &mut raw).is_err()
+        {
             continue;
         }
         let title = String::from_utf8_lossy(&raw);
@@ -282,16 +291,17 @@ pub fn plan(
     if target.endpoints.len() > 1 && target.kind == Kind::Redis {
         return Ok(Err("a Redis failover list".into()));
     }
+    let mut options = Options::new(layers);
     // Options that rename the channels or replace Airflow's Celery config.
     for key in ["global_keyprefix", "fanout_prefix", "fanout_patterns"] {
-        if let Some(v) = airflow_option(layers, "celery_broker_transport_options", key)? {
+        if let Some(v) = options.get("celery_broker_transport_options", key)? {
             return Ok(Err(format!(
                 "[celery_broker_transport_options] {key} is set ({})",
                 v.origin
             )));
         }
     }
-    if let Some(v) = airflow_option(layers, "celery", "celery_config_options")? {
+    if let Some(v) = options.get("celery", "celery_config_options")? {
         if !v.value.ends_with("default_celery.DEFAULT_CELERY_CONFIG") {
             return Ok(Err(format!(
                 "[celery] celery_config_options is a custom config ({})",
@@ -299,7 +309,7 @@ pub fn plan(
             )));
         }
     }
-    let remote_control = match airflow_option(layers, "celery", "worker_enable_remote_control")? {
+    let remote_control = match options.get("celery", "worker_enable_remote_control")? {
         Some(v) => crate::settings::parse_bool(&v.value).ok_or_else(|| {
             Failure::config(format!(
                 "{}: worker_enable_remote_control is {:?}; use True or False",
@@ -381,45 +391,12 @@ fn expected_queues(layers: &Layered, node: &str, here: &[LocalWorker]) -> Option
     if let Some(queues) = &worker.queues {
         return Some(queues.clone());
     }
-    let default = airflow_option(layers, "operators", "default_queue")
+    let default = Options::new(layers)
+        .get("operators", "default_queue")
         .ok()
         .flatten()
         .map_or_else(|| "default".to_string(), |v| v.value);
     Some(vec![default])
-}
-
-/// Runs `work` on a thread until it returns, `backstop` passes, or TERM/INT
-/// arrives (then 128+N); the main thread keeps reading signals.
-fn off_thread<T: Send + 'static>(
-    inbox: &SignalInbox,
-    backstop: Instant,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<Option<T>, Failure> {
-    let (wake_read, wake_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| Failure::internal(format!("pipe: {e}")))?;
-    let (sender, receiver) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("celery-probe".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            let _ = sender.send(work());
-            let _ = nix::unistd::write(wake_write.as_fd(), &[1]);
-        })
-        .map_err(|e| Failure::internal(format!("cannot start the probe thread: {e}")))?;
-    loop {
-        for signal in inbox.wait(Some(backstop), Some(wake_read.as_fd())) {
-            if is_terminating(signal) {
-                return Err(Failure::interrupted(signal));
-            }
-        }
-        if let Ok(value) = receiver.try_recv() {
-            return Ok(Some(value));
-        }
-        if Instant::now() >= backstop {
-            return Ok(None);
-        }
-    }
 }
 
 /// The outcome of asking the broker.
@@ -445,7 +422,7 @@ fn ask(
         budget.max(HEARTBEAT_WAIT)
     };
     let deadline = Instant::now() + budget;
-    let outcome = off_thread(inbox, deadline + Duration::from_millis(500), move || {
+    let outcome = crate::readiness::bounded::off_thread(inbox, deadline, move || {
         if remote_control {
             mailbox::ask(&target, &nodes, deadline).map(Asked::Mailbox)
         } else {
@@ -568,26 +545,65 @@ pub fn answer_ping(
     })
 }
 
+/// Replaces this process with the real `celery … inspect ping -d NODE`
+/// from the service user's PATH; returns only when that fails.
+fn hand_to_celery(layers: &Layered, node: &str, why: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    eprintln!("asking the real celery: {}", crate::redact::redact(why));
+    let path = layers.get("PATH").map(std::ffi::OsStr::new);
+    let Ok(program) =
+        crate::supervisor::program::find_program(std::ffi::OsStr::new("celery"), path)
+    else {
+        return format!("cannot check the worker natively ({why}) and there is no celery on PATH");
+    };
+    let error = std::process::Command::new(program)
+        .args(["--app", AIRFLOW_APPS[0], "inspect", "ping", "-d", node])
+        .env_clear()
+        .envs(layers.child_env())
+        .exec();
+    format!("cannot run celery: {error}")
+}
+
 /// Celery's reply line for one node and its indented body.
 fn say_ok(quiet: bool, node: &str, body: &str) -> String {
-    let direction = if quiet { "" } else { "->" };
-    format!("{direction}  {node}: OK\n        {body}\n")
+    // Celery writes its arrow and a space before the line's own space.
+    let direction = if quiet { "" } else { "-> " };
+    format!("{direction} {node}: OK\n        {body}\n")
+}
+
+/// The node `--healthcheck worker` asks: the one worker running here;
+/// among several, `celery@HOSTNAME` (the `--hostname` setting, else the
+/// host's name) when it is one of them, else the first.
+fn node_to_check(here: &[LocalWorker], hostname: Option<&str>) -> String {
+    let wanted = hostname.map_or_else(default_node, |h| format!("celery@{h}"));
+    match here {
+        [] => wanted,
+        [one] => one.node.clone(),
+        several => several
+            .iter()
+            .find(|w| w.node == wanted)
+            .unwrap_or(&several[0])
+            .node
+            .clone(),
+    }
 }
 
 /// `--healthcheck worker`: this container's worker (or `celery@HOST`),
-/// within 5 s. Ok(detail) healthy, Err(reason) not.
+/// within 5 s. Ok(detail) healthy, Err(reason) not. A broker or set-up it
+/// cannot ask natively goes to the real `celery … inspect ping` (exec).
 pub fn health(
     inbox: &SignalInbox,
     layers: &Layered,
+    hostname: Option<&str>,
     run: &mut Runner<'_>,
 ) -> Result<String, String> {
+    let here = local_workers();
+    let node = node_to_check(&here, hostname);
     let plan = match plan(layers, None, run) {
         Ok(Ok(plan)) => plan,
-        Ok(Err(why)) => return Err(format!("cannot check the worker natively: {why}")),
+        Ok(Err(why)) => return Err(hand_to_celery(layers, &node, &why)),
         Err(failure) => return Err(failure.message),
     };
-    let here = local_workers();
-    let node = here.first().map_or_else(default_node, |w| w.node.clone());
     let budget = HEALTHCHECK_WAIT;
     let asked = match ask(inbox, &plan, std::slice::from_ref(&node), budget) {
         Ok(Ok(asked)) => asked,
@@ -814,10 +830,32 @@ mod tests {
     }
 
     #[test]
+    fn the_node_checked_is_the_one_running_here() {
+        let w = |n: &str| LocalWorker {
+            node: n.into(),
+            queues: None,
+        };
+        assert_eq!(node_to_check(&[w("celery@a")], Some("b")), "celery@a");
+        assert_eq!(
+            node_to_check(&[w("celery@a"), w("celery@b")], Some("b")),
+            "celery@b"
+        );
+        assert_eq!(
+            node_to_check(&[w("celery@a"), w("celery@b")], Some("c")),
+            "celery@a"
+        );
+        assert_eq!(node_to_check(&[], Some("c")), "celery@c");
+    }
+
+    #[test]
     fn the_reply_line_is_celerys() {
         assert_eq!(
             say_ok(false, "celery@vm", "pong"),
             "->  celery@vm: OK\n        pong\n"
+        );
+        assert_eq!(
+            say_ok(true, "celery@vm", "pong"),
+            " celery@vm: OK\n        pong\n"
         );
     }
 }
