@@ -118,7 +118,7 @@ FROM entrypoint-${BINARY_SOURCE:-source} AS entrypoint
 # no Linux wheel) stay in this stage; only the venv moves on.
 FROM ${BASE_IMAGE} AS airflow-build
 ARG AIRFLOW_VERSION=3.3.2
-ARG AIRFLOW_EXTRAS=celery,postgres,mysql,redis
+ARG AIRFLOW_EXTRAS=celery,postgres,mysql,redis,fab
 ARG PIP_VERSION=26.3
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
@@ -165,7 +165,14 @@ LABEL org.opencontainers.image.title="Apache Airflow with airflow-entrypoint" \
       org.opencontainers.image.description="Apache Airflow ${AIRFLOW_VERSION}; PID 1 is airflow-entrypoint" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-ENV PATH=/opt/airflow-venv/bin:${PATH}
+# The multi-call links first (see below), then the venv.
+ENV PATH=/usr/local/lib/airflow-entrypoint/bin:/opt/airflow-venv/bin:${PATH}
+
+# curl: the official image's documented health checks call it (the
+# quick-start docker-compose.yaml's api-server and scheduler).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 
 # Image defaults: the lowest layer of the environment. The build args go into
 # a later file so that the entrypoint looks for the user this image has.
@@ -178,6 +185,8 @@ RUN useradd --no-log-init --uid "${ASTRONOMER_UID}" --gid 0 \
       --home-dir /usr/local/airflow --no-create-home --shell /bin/bash \
       "${ASTRONOMER_USER}" \
  && mkdir -p /usr/local/airflow/dags /usr/local/airflow/logs /usr/local/airflow/plugins \
+      /usr/local/airflow/config \
+ && ln -s /usr/local/airflow /opt/airflow \
  && chown -R "${ASTRONOMER_UID}:0" /usr/local/airflow \
  && chmod -R g=u /usr/local/airflow \
  && chgrp 0 /etc/passwd \
@@ -193,14 +202,39 @@ COPY --from=entrypoint /airflow-entrypoint /usr/local/bin/airflow-entrypoint
 # Runs on the image's platform: a binary for another architecture (a wrong
 # ENTRYPOINT_BINARY or TARGETARCH) fails the build here, not at `docker run`.
 RUN ["/usr/local/bin/airflow-entrypoint", "--version"]
+# The paths the official image's and Astronomer's callers use:
+# - /entrypoint: this binary (the quick-start's init script and the Helm
+#   chart's probes call `/entrypoint airflow ...`);
+# - /clean-logs: the chart's log groomer runs `bash /clean-logs`, so it is a
+#   shell script, which execs the native log cleanup (Astronomer's charts
+#   call it /usr/local/bin/clean-airflow-logs);
+# - `airflow` and `celery` ahead of the venv on PATH: a health check that
+#   calls them directly is answered natively when it is a probe form the
+#   binary knows; any other command is exec'd at once to the real program
+#   (AIRFLOW_ENTRYPOINT_NATIVE_CHECKS=false: always);
+# - /opt/airflow (the official AIRFLOW_HOME) is /usr/local/airflow, so that
+#   dags/, logs/, config/ and plugins/ mounted under either are one tree.
+RUN ln -s /usr/local/bin/airflow-entrypoint /entrypoint \
+ && mkdir -p /usr/local/lib/airflow-entrypoint/bin \
+ && ln -s /usr/local/bin/airflow-entrypoint /usr/local/lib/airflow-entrypoint/bin/airflow \
+ && ln -s /usr/local/bin/airflow-entrypoint /usr/local/lib/airflow-entrypoint/bin/celery \
+ && printf '%s\n' '#!/bin/sh' \
+      '# The official image'"'"'s log cleanup, answered natively by airflow-entrypoint.' \
+      'exec /usr/local/bin/airflow-entrypoint clean-logs "$@"' >/clean-logs \
+ && chmod 0755 /clean-logs \
+ && ln -s /clean-logs /usr/local/bin/clean-airflow-logs
 
 WORKDIR /usr/local/airflow
 EXPOSE 8080
 # The entrypoint forwards SIGTERM to the component and exits as it did.
 STOPSIGNAL SIGTERM
-# Asks the running component's own health endpoint (api-server, webserver,
-# scheduler with AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True); other
-# commands count as healthy while they run. Answers within 5 s.
+# Asks the component that really runs (PID 1's child, so also under the
+# Helm chart's `bash -c "exec airflow scheduler"`; each part of `all` or a
+# `+` group) on its own endpoint: the api-server's or webserver's health,
+# the scheduler's health server or its jobs' heartbeats, the triggerer's
+# and dag-processor's heartbeats. A stopped or exited component is
+# unhealthy at once; one with nothing to ask (bash, a worker until its
+# native ping lands) is said to be so, exit 0. Answers within 5 s.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
   CMD ["/usr/local/bin/airflow-entrypoint", "--healthcheck"]
 # The image starts as root: the entrypoint drops to ASTRONOMER_USER itself.

@@ -45,6 +45,24 @@ pub unsafe fn args_from_c(
         .collect()
 }
 
+/// argv[0] from C's argv (empty when there is none).
+///
+/// # Safety
+/// `argv` holds `argc` valid NUL-terminated strings.
+#[cfg(not(test))]
+pub unsafe fn argv0_from_c(
+    argc: std::ffi::c_int,
+    argv: *const *const std::ffi::c_char,
+) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    if argc < 1 || argv.is_null() || unsafe { (*argv).is_null() } {
+        return OsString::new();
+    }
+    // SAFETY: argc >= 1, so argv[0] is one of the caller's strings.
+    let arg = unsafe { std::ffi::CStr::from_ptr(*argv) };
+    std::ffi::OsStr::from_bytes(arg.to_bytes()).to_os_string()
+}
+
 /// What of std's runtime set-up matters, done without the rest of it (an
 /// alternate signal stack for a stack-overflow message: a dozen system
 /// calls on every start). Standard input, output and error are open: a

@@ -8,12 +8,14 @@
 
 mod airflow;
 mod alloc;
+mod clean_logs;
 mod cli;
 mod command;
 mod env;
 mod error;
 mod jitter;
 mod logging;
+mod multicall;
 mod readiness;
 mod redact;
 mod settings;
@@ -36,11 +38,60 @@ use supervisor::{check_startup_signals, Supervised};
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const std::ffi::c_char) -> i32 {
     // SAFETY: the C runtime passes argc strings that live as long as we do.
-    run(unsafe { cli::args_from_c(argc, argv) })
+    let (argv0, args) = unsafe { (cli::argv0_from_c(argc, argv), cli::args_from_c(argc, argv)) };
+    // Called as `airflow` or `celery` (the image's links): anything but a
+    // probe is exec'd to the real program before anything else is touched.
+    let caller = match multicall::intercept(&argv0, &args) {
+        multicall::Call::Entrypoint => Caller::new(&argv0, args),
+        multicall::Call::Probe(command) => Caller::probe(command),
+    };
+    run(caller)
+}
+
+/// How the binary was called: the arguments, and what its name implies.
+#[cfg_attr(test, allow(dead_code))]
+struct Caller {
+    args: Vec<OsString>,
+    /// A multi-call probe: no wait, and the real program when the native
+    /// answer cannot be given.
+    probe: bool,
+    /// Called as `/entrypoint`, the official image's path.
+    official_path: bool,
 }
 
 #[cfg_attr(test, allow(dead_code))]
-fn run(args: Vec<OsString>) -> ! {
+impl Caller {
+    fn new(argv0: &std::ffi::OsStr, args: Vec<OsString>) -> Caller {
+        let official_path = std::path::Path::new(argv0)
+            .file_name()
+            .is_some_and(|n| n == "entrypoint");
+        Caller {
+            args,
+            probe: false,
+            official_path,
+        }
+    }
+
+    /// The probe as the entrypoint's own command line: the real program's
+    /// command after `--`, the wait off (Python's probe connects once),
+    /// and only warnings from us unless the log level is set.
+    fn probe(command: Vec<OsString>) -> Caller {
+        let mut args: Vec<OsString> = vec!["--wait-timeout=0".into()];
+        if std::env::var_os("AIRFLOW_ENTRYPOINT_LOG_LEVEL").is_none() {
+            args.push("--log-level=warn".into());
+        }
+        args.push("--".into());
+        args.extend(command);
+        Caller {
+            args,
+            probe: true,
+            official_path: false,
+        }
+    }
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn run(caller: Caller) -> ! {
     // Before anything else: the reference for the parent-death re-check.
     let parent = signals::original_parent();
     cli::ready_standard_fds();
@@ -50,8 +101,9 @@ fn run(args: Vec<OsString>) -> ! {
     logging::install_panic_hook();
     // Start-up's data (layers, settings text, URLs) is dropped when `start`
     // returns, before the long supervision begins: PID 1 keeps only that.
-    let code = match start(&inbox, args, parent) {
+    let code = match start(&inbox, caller, parent) {
         Ok(Started::Done(code)) => code,
+        Ok(Started::Exec(command)) => multicall::exec_real(&command),
         Ok(Started::Supervise(started)) => supervisor::supervise(&inbox, *started),
         Ok(Started::Group(group)) => supervisor::group::supervise_group(&inbox, *group),
         Err(failure) => exit_with(failure),
@@ -63,17 +115,30 @@ fn run(args: Vec<OsString>) -> ! {
 /// main child to supervise.
 enum Started {
     Done(i32),
+    /// A multi-call probe the native answer left to the real program.
+    Exec(Vec<OsString>),
     Supervise(Box<Supervised>),
     Group(Box<supervisor::Group>),
 }
 
-fn start(inbox: &SignalInbox, args: Vec<OsString>, parent: i32) -> Result<Started, Failure> {
+fn start(inbox: &SignalInbox, caller: Caller, parent: i32) -> Result<Started, Failure> {
     enter_phase(Phase::Settings);
-    let invocation = cli::parse(args)?;
+    let invocation = cli::parse(caller.args)?;
     if let Some(text) = cli::informational_text(invocation.action) {
         return Ok(Started::Done(logging::print_stdout(&text)));
     }
-    let settings = cli::load_settings(&invocation.flags)?;
+    let mut settings = cli::load_settings(&invocation.flags)?;
+    if caller.official_path
+        && !settings.run_as_root
+        && nix::unistd::geteuid().is_root()
+        && std::process::id() != 1
+    {
+        // A script running as root calls `/entrypoint airflow version` (the
+        // quick-start's init): the official entrypoint runs it as root, and
+        // the script chowns what it wrote afterwards.
+        tracing::info!("called as /entrypoint by root, not as PID 1: staying root, as the official entrypoint does");
+        settings.run_as_root = true;
+    }
     if let Some(signal) = settings.parent_death_signal {
         cli::set_parent_death_signal(signal, parent)?;
     }
@@ -96,6 +161,11 @@ fn start(inbox: &SignalInbox, args: Vec<OsString>, parent: i32) -> Result<Starte
     enter_phase(Phase::User);
     let identity = user::become_service_user(&settings, &mut layers)?;
     check_startup_signals(inbox)?;
+    if clean_logs::is_command(&invocation.command) {
+        // Native: no child, nothing to wait for.
+        enter_phase(Phase::Command);
+        return Ok(Started::Done(clean_logs::run(inbox, &layers)?));
+    }
     let (members, version) = airflow::plan_command(&invocation.command, &mut layers)?;
 
     enter_phase(Phase::Resolve);
@@ -117,6 +187,9 @@ fn start(inbox: &SignalInbox, args: Vec<OsString>, parent: i32) -> Result<Starte
         airflow::native::answer(inbox, &settings, &layers, &members, &database, &mut run)?
     {
         return Ok(Started::Done(code));
+    }
+    if caller.probe {
+        return Ok(Started::Exec(invocation.command));
     }
 
     enter_phase(Phase::Startup);

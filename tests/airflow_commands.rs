@@ -127,6 +127,32 @@ fn a_celery_worker_gets_child_scope_even_with_dumb_init_setsid_1() {
 }
 
 #[test]
+fn a_worker_started_as_the_charts_bash_exec_still_gets_child_scope() {
+    // The Helm chart's worker: `bash -c "exec \\\nairflow celery worker"`
+    // (its args, with a line continuation). The official image bakes in
+    // DUMB_INIT_SETSID=1; the worker must still get its warm shutdown.
+    let r = run("3.3.2", "worker-bash");
+    let mut running = r
+        .env("DUMB_INIT_SETSID", "1")
+        .env("AIRFLOW_ENTRYPOINT_WAIT", "never")
+        .args(["bash", "-c", "exec \\\nairflow celery worker"])
+        .start();
+    running.wait_file("ready", secs(20));
+    assert!(
+        running.dir.read("stderr").contains("scope=child"),
+        "{}",
+        running.dir.read("stderr")
+    );
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait(secs(20)).code(), Some(0));
+    let calls = running.dir.read("calls");
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        vec!["airflow celery worker", "worker-got-TERM"]
+    );
+}
+
+#[test]
 fn db_migrate_runs_before_the_command_and_a_failure_stops_start_up() {
     let r = run("3.3.2", "migrate");
     let f = r

@@ -83,6 +83,34 @@ pub struct Planned {
     /// It needs the Celery broker; `plan` leaves it false, as it does not
     /// know the executor: see `uses_celery_broker`.
     pub needs_broker: bool,
+    /// The command the component really runs: `argv`, or for `bash -c
+    /// "exec airflow scheduler"` (the Helm chart's form) the exec'd one.
+    pub component: Vec<OsString>,
+}
+
+/// For `bash -c "exec WORDS"` or `sh -c "exec WORDS"` (the Helm chart's
+/// `args`), WORDS: the command the shell becomes. None when the script is
+/// anything more than one plain exec (a pipe, `;`, `&&`, an expansion).
+pub fn shell_exec_target(command: &[OsString]) -> Option<Vec<OsString>> {
+    let [shell, flag, script] = command else {
+        return None;
+    };
+    let shell = std::path::Path::new(shell).file_name()?.to_str()?;
+    if !matches!(shell, "bash" | "sh" | "dash") || flag != "-c" {
+        return None;
+    }
+    // The chart writes some as `exec \<newline>airflow ...`: a backslash
+    // before a newline is removed by the shell (a line continuation).
+    let script = script.to_str()?.replace("\\\n", "");
+    if script.contains(|c: char| ";|&<>$`()\n{}*?[]~#".contains(c)) {
+        return None;
+    }
+    let words = crate::shell_words::split(&script).ok()?;
+    let (exec, rest) = words.split_first()?;
+    if exec != "exec" || rest.is_empty() || rest[0].contains('=') {
+        return None;
+    }
+    Some(rest.iter().map(OsString::from).collect())
 }
 
 /// `major`: the installed Airflow's major version (3 when unknown).
@@ -113,13 +141,24 @@ pub fn plan(command: &[OsString], major: u32) -> Planned {
         }
         _ => command.to_vec(),
     };
+    // Through `bash -c "exec airflow celery worker"` the worker is still a
+    // worker: signal scope, broker and health follow what the shell becomes.
+    let component = shell_exec_target(&argv)
+        .map(|inner| plan(&inner, major).argv)
+        .unwrap_or_else(|| argv.clone());
     let celery_worker = matches!(
-        airflow_subcommand(&argv),
+        airflow_subcommand(&component),
         Some(("celery", rest)) if rest.first().and_then(|a| a.to_str()) == Some("worker")
     );
-    let child_scope = celery_worker || matches!(airflow_subcommand(&argv), Some(("standalone", _)));
+    let child_scope =
+        celery_worker || matches!(airflow_subcommand(&component), Some(("standalone", _)));
     let term_as_int = matches!(airflow_subcommand(&argv), Some(("standalone", _)));
-    let needs_database = uses_metadata_database(&argv);
+    // `bash` and `python` wait for the database first, as in the official
+    // image (its entrypoint checks the database before any command).
+    let passes_through = argv
+        .first()
+        .is_some_and(|first| first == "bash" || first == "python");
+    let needs_database = uses_metadata_database(&component) || passes_through;
     Planned {
         argv,
         note,
@@ -128,6 +167,7 @@ pub fn plan(command: &[OsString], major: u32) -> Planned {
         term_as_int,
         needs_database,
         needs_broker: false,
+        component,
     }
 }
 
@@ -265,6 +305,37 @@ mod tests {
         assert!(plan(&argv(&["standalone"]), 3).child_scope);
         assert!(!plan(&argv(&["scheduler"]), 3).term_as_int);
         assert!(!plan(&argv(&["api-server"]), 3).child_scope);
+    }
+
+    #[test]
+    fn a_shell_that_execs_a_component_is_that_component() {
+        let chart = plan(&argv(&["bash", "-c", "exec airflow celery worker"]), 3);
+        assert_eq!(
+            chart.argv,
+            argv(&["bash", "-c", "exec airflow celery worker"])
+        );
+        assert_eq!(chart.component, argv(&["airflow", "celery", "worker"]));
+        assert!(chart.celery_worker && chart.child_scope && chart.needs_database);
+        let continued = plan(&argv(&["bash", "-c", "exec \\\nairflow celery worker"]), 3);
+        assert_eq!(continued.component, argv(&["airflow", "celery", "worker"]));
+        let scheduler = plan(&argv(&["sh", "-c", "exec scheduler"]), 3);
+        assert_eq!(scheduler.component, argv(&["airflow", "scheduler"]));
+        for script in [
+            "airflow scheduler",
+            "exec airflow scheduler; echo",
+            "exec $CMD",
+            "exec A=1 airflow scheduler",
+            "exec",
+        ] {
+            assert_eq!(
+                shell_exec_target(&argv(&["bash", "-c", script])),
+                None,
+                "{script}"
+            );
+        }
+        assert!(plan(&argv(&["bash"]), 3).needs_database);
+        assert!(plan(&argv(&["python", "-c", "1"]), 3).needs_database);
+        assert!(!plan(&argv(&["sh", "-c", "true"]), 3).needs_database);
     }
 
     #[test]

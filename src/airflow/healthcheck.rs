@@ -29,8 +29,128 @@ pub enum Check {
     },
     /// The Celery worker: its broker's remote-control mailbox.
     CeleryWorker,
-    /// No health endpoint: the container running is all we can say.
+    /// Nothing to ask: the component has no health endpoint. The line says
+    /// so; the process's state (when its PID is known) is all that is read.
     Running(String),
+}
+
+/// What `--healthcheck` asks about: one component, or each part of a group;
+/// `pid` when the process that runs it is known (PID 1's child).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Subject {
+    pub command: Vec<OsString>,
+    pub pid: Option<i32>,
+}
+
+/// The components to ask: COMMAND's when given (each part of a `+` group),
+/// else what PID 1 really runs: each part of its group, or its child's own
+/// command line (so that `bash -c "exec airflow scheduler"` is the
+/// scheduler, and a worker or `airflow scheduler` started through a script
+/// is found by what it became).
+pub fn subjects(given: &[OsString]) -> Vec<Subject> {
+    let command = component_command(given);
+    if let Ok(Some(parts)) = crate::airflow::components::split_members(&command) {
+        return parts
+            .into_iter()
+            .map(|command| Subject { command, pid: None })
+            .collect();
+    }
+    if given.is_empty() {
+        if let Some((pid, child)) = first_child_of(1) {
+            // PID 1's command when it names a component (also through `bash
+            // -c "exec …"`): a component may rename its process (Celery's
+            // `[celeryd: …]`, `airflow api_server -- host:…`). Else what the
+            // child became, when that is one (a script that ran `airflow
+            // scheduler`); else PID 1's command, with nothing to ask.
+            let child = strip_interpreter(child);
+            let command = if !names_component(&command) && names_component(&child) {
+                child
+            } else {
+                command
+            };
+            tracing::debug!(pid, command = ?command, "asking PID 1's oldest child");
+            return vec![Subject {
+                command,
+                pid: Some(pid),
+            }];
+        }
+    }
+    vec![Subject { command, pid: None }]
+}
+
+/// True when COMMAND runs an Airflow component or command (after the
+/// renames, through a shell's `exec`).
+fn names_component(command: &[OsString]) -> bool {
+    airflow_subcommand(&crate::airflow::components::plan(command, 3).component).is_some()
+}
+
+/// PID's oldest child and its command line (`/proc/PID/task/PID/children`):
+/// the component PID 1 started, not an orphan reparented to it later (an
+/// orphan was started after the component that made it).
+fn first_child_of(pid: i32) -> Option<(i32, Vec<OsString>)> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let child = children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .filter_map(|c| Some((start_time(c)?, c)))
+        .min()?
+        .1;
+    let raw = std::fs::read(format!("/proc/{child}/cmdline")).ok()?;
+    let argv = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| OsString::from(String::from_utf8_lossy(a).into_owned()))
+        .collect();
+    Some((child, argv))
+}
+
+/// A script's command line as the kernel shows it (`python3 /venv/bin/airflow
+/// scheduler`) back to how it was called (`/venv/bin/airflow scheduler`).
+fn strip_interpreter(argv: Vec<OsString>) -> Vec<OsString> {
+    let interpreter = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("python"));
+    let script = argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.contains('/'));
+    if interpreter && script {
+        argv.into_iter().skip(1).collect()
+    } else {
+        argv
+    }
+}
+
+/// When the process started, in clock ticks since boot (/proc's field 22).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the name (which may hold spaces): state is field 3.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// The process's state letter from /proc (R, S, D, T, t, Z, ...).
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name in parentheses may hold spaces: the state follows the last `)`.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The verdict on a known process before anything is asked: a stopped or
+/// dead process is unhealthy whatever its endpoint would say.
+pub fn process_verdict(pid: i32) -> Result<String, String> {
+    match process_state(pid) {
+        None => Err(format!("process {pid} is gone")),
+        Some('T' | 't') => Err(format!("process {pid} is stopped (state T)")),
+        Some('Z' | 'X') => Err(format!("process {pid} has exited (a zombie)")),
+        Some(state) => Ok(format!("process {pid} is running (state {state})")),
+    }
 }
 
 /// The verdict on this host's jobs: the first (newest) of `jobs` must be
@@ -80,39 +200,58 @@ pub fn component_command(given: &[OsString]) -> Vec<OsString> {
         .unwrap_or_default()
 }
 
+/// The value of `--port N`, `--port=N`, `-p N` or `-pN` among ARGS.
+fn port_flag(args: &[OsString]) -> Option<u16> {
+    let mut args = args.iter().filter_map(|a| a.to_str());
+    while let Some(arg) = args.next() {
+        let value = match arg {
+            "--port" | "-p" => args.next(),
+            _ => arg
+                .strip_prefix("--port=")
+                .or_else(|| arg.strip_prefix("-p").filter(|v| !v.is_empty())),
+        };
+        if let Some(port) = value.and_then(|v| v.trim().parse().ok()) {
+            return Some(port);
+        }
+    }
+    None
+}
+
 pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
-    let port = |key: &str, default: u16| {
-        layers
-            .get(key)
+    // From the environment layers, else airflow.cfg, as Airflow reads it.
+    let option = |section: &str, key: &str| {
+        crate::env::options::airflow_option(layers, section, key)
+            .ok()
+            .flatten()
+            .map(|o| o.value)
+    };
+    let port = |section: &str, key: &str, default: u16| {
+        option(section, key)
             .and_then(|p| p.trim().parse::<u16>().ok())
             .unwrap_or(default)
     };
     let planned = crate::airflow::components::plan(command, major);
-    match airflow_subcommand(&planned.argv) {
-        Some(("api-server", _)) => Check::Http {
-            port: port("AIRFLOW__API__PORT", 8080),
+    let health_server_on = || {
+        option("scheduler", "enable_health_check")
+            .as_deref()
+            .and_then(crate::settings::parse_bool)
+            == Some(true)
+    };
+    match airflow_subcommand(&planned.component) {
+        Some(("api-server", args)) => Check::Http {
+            port: port_flag(args).unwrap_or_else(|| port("api", "port", 8080)),
             path: "/api/v2/monitor/health",
         },
-        Some(("webserver", _)) => Check::Http {
-            port: port("AIRFLOW__WEBSERVER__WEB_SERVER_PORT", 8080),
+        Some(("webserver", args)) => Check::Http {
+            port: port_flag(args).unwrap_or_else(|| port("webserver", "web_server_port", 8080)),
             path: "/health",
         },
-        Some(("scheduler", _))
-            if layers
-                .get("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK")
-                .and_then(crate::settings::parse_bool)
-                != Some(true) =>
-        {
-            Check::Jobs {
-                job_type: "SchedulerJob",
-                why: "from the job table: the scheduler's health server is off",
-            }
-        }
+        Some(("scheduler", _)) if !health_server_on() => Check::Jobs {
+            job_type: "SchedulerJob",
+            why: "from the job table: the scheduler's health server is off",
+        },
         Some(("scheduler", _)) => Check::Http {
-            port: port(
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
-                8974,
-            ),
+            port: port("scheduler", "scheduler_health_check_server_port", 8974),
             path: "/health",
         },
         Some(("triggerer", _)) => Check::Jobs {
@@ -127,7 +266,13 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
             Check::CeleryWorker
         }
         Some((sub, _)) => Check::Running(format!("airflow {sub} has no health endpoint to ask")),
-        None => Check::Running("not an Airflow component".into()),
+        None => Check::Running(format!(
+            "{} is not an Airflow component with a health endpoint",
+            planned
+                .component
+                .first()
+                .map_or("the command".into(), |c| c.to_string_lossy().into_owned())
+        )),
     }
 }
 
@@ -136,7 +281,7 @@ pub fn plan(command: &[OsString], layers: &Layered, major: u32) -> Check {
 /// readiness probe is shorter.)
 pub fn run_within(check: &Check, budget: Duration) -> Result<String, String> {
     match check {
-        Check::Running(why) => Ok(format!("{why}; the container is running")),
+        Check::Running(why) => Ok(format!("nothing to ask: {why}")),
         Check::Http { port, path } => {
             http_get(*port, path, budget).map(|d| format!("{d} (the component's health server)"))
         }
@@ -218,6 +363,49 @@ mod tests {
 
     fn argv(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_port_flag_wins_and_shells_are_seen_through() {
+        let layers = Layered::default();
+        assert_eq!(
+            plan(&argv(&["api-server", "--port", "9091"]), &layers, 3),
+            Check::Http {
+                port: 9091,
+                path: "/api/v2/monitor/health"
+            }
+        );
+        assert_eq!(
+            plan(&argv(&["airflow", "api-server", "-p9092"]), &layers, 3),
+            Check::Http {
+                port: 9092,
+                path: "/api/v2/monitor/health"
+            }
+        );
+        assert!(matches!(
+            plan(&argv(&["bash", "-c", "exec airflow triggerer"]), &layers, 3),
+            Check::Jobs {
+                job_type: "TriggererJob",
+                ..
+            }
+        ));
+        assert_eq!(
+            strip_interpreter(argv(&[
+                "/venv/bin/python3",
+                "/venv/bin/airflow",
+                "scheduler"
+            ])),
+            argv(&["/venv/bin/airflow", "scheduler"])
+        );
+        assert_eq!(
+            strip_interpreter(argv(&["python3", "-m", "celery"])),
+            argv(&["python3", "-m", "celery"])
+        );
+        let me = std::process::id() as i32;
+        assert!(process_state(me).is_some());
+        let parent = std::os::unix::process::parent_id() as i32;
+        assert!(start_time(parent) <= start_time(me));
+        assert!(process_verdict(me).is_ok());
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub fn plan_command(
     let parts = components::split_members(command)
         .map_err(|why| Failure::usage(format!("COMMAND: {why}")))?
         .unwrap_or_else(|| vec![command.to_vec()]);
+    let parts: Vec<Vec<OsString>> = parts
+        .into_iter()
+        .map(|part| as_airflow_subcommand(part, layers))
+        .collect();
     let names_airflow = |part: &Vec<OsString>| {
         part.first().and_then(|c| c.to_str()).is_some_and(|c| {
             components::is_airflow_command(c) || c == "airflow" || c.ends_with("/airflow")
@@ -69,8 +73,14 @@ pub fn plan_command(
     let mut members = Vec::new();
     for part in &parts {
         let mut planned = components::plan(part, version.map_or(3, |v| v.0));
-        planned.needs_broker =
-            components::uses_celery_broker(&planned.argv, layers.get("AIRFLOW__CORE__EXECUTOR"));
+        planned.needs_broker = components::uses_celery_broker(
+            &planned.component,
+            layers.get("AIRFLOW__CORE__EXECUTOR"),
+        );
+        if crate::clean_logs::is_command(part) {
+            // A part of a group: this binary again, as its own process.
+            planned.argv = clean_logs_member(part)?;
+        }
         if let Some(note) = &planned.note {
             if version.is_none() {
                 tracing::warn!("Airflow's version is unknown (no apache_airflow dist-info found; set AIRFLOW_VERSION); using Airflow 3 rules");
@@ -87,6 +97,46 @@ pub fn plan_command(
     Ok((members, version))
 }
 
+/// The official entrypoint's rule: a bare first word other than `bash` and
+/// `python` is an Airflow subcommand. Known names are mapped by `plan`; an
+/// unknown word that is no program on PATH runs as `airflow WORD` when an
+/// `airflow` is installed (otherwise it stays, for a plain "not found").
+fn as_airflow_subcommand(part: Vec<OsString>, layers: &Layered) -> Vec<OsString> {
+    let Some(word) = part.first().and_then(|w| w.to_str()) else {
+        return part;
+    };
+    let plain = !word.is_empty()
+        && !word.contains('/')
+        && !word.starts_with('-')
+        && !components::is_airflow_command(word)
+        && !matches!(
+            word,
+            "airflow" | "bash" | "python" | crate::clean_logs::COMMAND
+        );
+    if !plain {
+        return part;
+    }
+    let path = layers.get("PATH").map(OsStr::new);
+    if find_program(OsStr::new(word), path).is_ok()
+        || find_program(OsStr::new("airflow"), path).is_err()
+    {
+        return part;
+    }
+    tracing::info!("`{word}` is not a program on PATH: running `airflow {word}`, as the official entrypoint does");
+    std::iter::once(OsString::from("airflow"))
+        .chain(part)
+        .collect()
+}
+
+/// `clean-logs` as a part of a group: this binary, by its own path.
+fn clean_logs_member(part: &[OsString]) -> Result<Vec<OsString>, Failure> {
+    let own = std::env::current_exe()
+        .map_err(|e| Failure::internal(format!("finding this binary for clean-logs: {e}")))?;
+    Ok(std::iter::once(own.into_os_string())
+        .chain(part.iter().cloned())
+        .collect())
+}
+
 /// One component of the command line (the only one for a single command).
 pub struct Member {
     /// The prefix of its output lines when there are several.
@@ -97,7 +147,7 @@ pub struct Member {
 impl Member {
     pub fn is_api_server(&self) -> bool {
         matches!(
-            components::airflow_subcommand(&self.planned.argv),
+            components::airflow_subcommand(&self.planned.component),
             Some(("api-server" | "webserver", _))
         )
     }
@@ -200,34 +250,54 @@ fn health_verdict(
     layers: &Layered,
     given: &[OsString],
 ) -> (String, i32) {
+    // One budget for every part a group has.
     let deadline = std::time::Instant::now() + healthcheck::BUDGET;
-    let command = healthcheck::component_command(given);
     let major = installed_version(layers).map_or(3, |f| f.version.0);
-    let verdict = match healthcheck::plan(&command, layers, major) {
-        healthcheck::Check::Jobs { job_type, why } => {
-            job_health(inbox, settings, layers, job_type, deadline)
-                .map(|detail| format!("{detail} ({why})"))
+    let mut answers = Vec::new();
+    let mut nothing_asked = true;
+    for subject in healthcheck::subjects(given) {
+        let check = healthcheck::plan(&subject.command, layers, major);
+        let asks = !matches!(check, healthcheck::Check::Running(_));
+        nothing_asked &= !asks;
+        // A stopped or exited process is unhealthy before anything is asked.
+        let process = subject.pid.map(healthcheck::process_verdict).transpose();
+        let verdict = process.and_then(|state| {
+            let answer = match check {
+                healthcheck::Check::Jobs { job_type, why } => {
+                    job_health(inbox, settings, layers, job_type, deadline)
+                        .map(|detail| format!("{detail} ({why})"))
+                }
+                healthcheck::Check::CeleryWorker => {
+                    let path = layers.get("PATH").map(OsString::from);
+                    let mut run =
+                        crate::supervisor::steps::command_runner(inbox, layers.child_env(), path);
+                    celery::health(
+                        inbox,
+                        layers,
+                        settings.hostname.as_deref(),
+                        &mut run,
+                        deadline,
+                    )
+                }
+                check => healthcheck::run_within(
+                    &check,
+                    deadline.saturating_duration_since(std::time::Instant::now()),
+                ),
+            }?;
+            Ok(match state {
+                Some(state) if !asks => format!("{answer}; {state}"),
+                _ => answer,
+            })
+        });
+        match verdict {
+            Ok(detail) => answers.push(detail),
+            Err(reason) => return (format!("unhealthy: {reason}\n"), 1),
         }
-        healthcheck::Check::CeleryWorker => {
-            let path = layers.get("PATH").map(OsString::from);
-            let mut run = crate::supervisor::steps::command_runner(inbox, layers.child_env(), path);
-            celery::health(
-                inbox,
-                layers,
-                settings.hostname.as_deref(),
-                &mut run,
-                deadline,
-            )
-        }
-        check => healthcheck::run_within(
-            &check,
-            deadline.saturating_duration_since(std::time::Instant::now()),
-        ),
-    };
-    match verdict {
-        Ok(detail) => (format!("healthy: {detail}\n"), 0),
-        Err(reason) => (format!("unhealthy: {reason}\n"), 1),
     }
+    // Nothing to ask is said as such; it exits 0, as documented, so that a
+    // HEALTHCHECK on a plain command does not mark it unhealthy.
+    let verdict = if nothing_asked { "" } else { "healthy: " };
+    (format!("{verdict}{}\n", answers.join("; ")), 0)
 }
 
 /// The metadata database's target, resolved as the wait does (a `_CMD`

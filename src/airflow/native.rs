@@ -39,6 +39,13 @@ pub enum NativeCommand {
     },
 }
 
+/// True when COMMAND is a form answered natively, Airflow's or Celery's
+/// (for the multi-call links: anything else goes to the real program at
+/// once).
+pub fn is_probe(argv: &[OsString]) -> bool {
+    matches!(super::celery::parse(argv), Ok(Some(_))) || matches!(parse(argv), Ok(Some(_)))
+}
+
 /// The command's native form, or why the real `airflow` must answer it.
 pub fn parse(argv: &[OsString]) -> Result<Option<NativeCommand>, String> {
     let Some((sub, rest)) = crate::airflow::components::airflow_subcommand(argv) else {
@@ -339,6 +346,26 @@ mod tests {
         assert!(parse(&argv(&["jobs", "check", "--output", "json"])).is_err());
         assert!(parse(&argv(&["jobs", "check", "--job-type", "BackfillJob"])).is_err());
         assert_eq!(parse(&argv(&["scheduler"])), Ok(None));
+        assert!(is_probe(&argv(&[
+            "/opt/airflow-venv/bin/airflow",
+            "jobs",
+            "check",
+            "--job-type",
+            "TriggererJob",
+            "--hostname",
+            "h"
+        ])));
+        assert!(!is_probe(&argv(&[
+            "/opt/airflow-venv/bin/airflow",
+            "jobs",
+            "check",
+            "--unknown-flag"
+        ])));
+        assert!(!is_probe(&argv(&[
+            "/opt/airflow-venv/bin/airflow",
+            "dags",
+            "list"
+        ])));
     }
 
     #[test]

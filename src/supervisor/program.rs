@@ -36,6 +36,20 @@ pub fn resolve(command: &[OsString], path_var: Option<&OsStr>) -> Result<Resolve
     })
 }
 
+/// The names the image links to this binary (see `multicall`).
+fn is_multicall_name(name: &OsStr) -> bool {
+    name == "airflow" || name == "celery"
+}
+
+/// True when `path` is this very binary, through any link to it.
+pub fn is_this_binary(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/proc/self/exe"), std::fs::metadata(path)) {
+        (Ok(own), Ok(other)) => own.dev() == other.dev() && own.ino() == other.ino(),
+        _ => false,
+    }
+}
+
 /// Looks `name` up like execvp: a name with a slash is taken as a path; else
 /// the first executable regular file in PATH wins. A file that is found but
 /// not executable is remembered and reported as 126 when nothing better is.
@@ -67,6 +81,10 @@ pub fn find_program(name: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, F
             Path::new(OsStr::from_bytes(dir))
         };
         let candidate = dir.join(name);
+        // The image's multi-call links: the real program is further on.
+        if is_multicall_name(name) && is_this_binary(&candidate) {
+            continue;
+        }
         match check(&candidate) {
             Check::Executable => return Ok(candidate),
             Check::Missing => {}

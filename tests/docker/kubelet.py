@@ -23,6 +23,16 @@ For each pod, what a kubelet does:
   - once every probe has succeeded (and every --expect-log REGEX is in the
     pod's log; a pod with neither runs 15 s), `docker stop -t
     terminationGracePeriodSeconds`: it must end before the grace period.
+A pod with more containers runs the others beside the first (sidecars, such
+as the chart's log groomer): started before it, stopped after it, each with
+its own exit code checked. --seed-file POD:VOLUME/PATH:DAYS writes a file
+into an emptyDir before the pod starts, DAYS old; --expect-gone and
+--expect-kept POD:VOLUME/PATH check it once the pod's probes have passed.
+--image-healthcheck runs the image's own HEALTHCHECK command in every
+container once its probes have passed (it must say healthy, or that there
+is nothing to ask); --freeze POD then stops (SIGSTOP) the main container's
+component, the child of its PID 1, and the HEALTHCHECK must say unhealthy
+within its timeout, before the component is continued.
 --secret-edit replaces text in the Secrets' values (the placeholders a user
 replaces); a CHANGE-ME left over is an error. Prints PASS/FAIL lines, the
 evidence of a failure indented on stderr; exits 1 when a check failed, 64
@@ -31,6 +41,7 @@ on bad arguments or a manifest feature this runner does not know.
 
 import argparse
 import base64
+import json
 import os
 import re
 import subprocess
@@ -47,6 +58,13 @@ results = {"passed": 0, "failed": 0}
 
 class Unsupported(Exception):
     """A manifest field this runner cannot carry out faithfully."""
+
+
+def json_loads(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def report(ok, line, evidence=""):
@@ -130,6 +148,23 @@ class Pod:
                 os.chmod(path, 0o755)
             elif "emptyDir" in volume:
                 os.chmod(path, 0o777)
+                for pod, spec, days in self.args.seed_file:
+                    vol, _, rel = spec.partition("/")
+                    if pod == self.name and vol == volume["name"]:
+                        # As the pod's own user would have written it.
+                        security = self.spec.get("securityContext", {})
+                        owner = (security.get("runAsUser", 0), security.get("fsGroup", 0))
+                        file = os.path.join(path, rel)
+                        parent = path
+                        for part in os.path.dirname(rel).split("/"):
+                            parent = os.path.join(parent, part)
+                            os.makedirs(parent, exist_ok=True)
+                            os.chown(parent, *owner)
+                        with open(file, "w") as out:
+                            out.write("seeded by kubelet.py\n")
+                        os.chown(file, *owner)
+                        when = time.time() - float(days) * 86400 - 60
+                        os.utime(file, (when, when))
             else:
                 raise Unsupported(f"volume {volume['name']}: only configMap, secret, emptyDir")
             self.volume_paths[volume["name"]] = path
@@ -197,7 +232,7 @@ class Pod:
         started = time.monotonic()
         out = docker(*self.run_args(container, name))
         if out.returncode != 0:
-            report(False, f"(pods) {self.name}: init container {container['name']} did not start", out.stderr)
+            report(False, f"({self.args.phase}) {self.name}: init container {container['name']} did not start", out.stderr)
             return False
         try:
             waited = docker("wait", name, timeout=self.args.timeout)
@@ -206,7 +241,7 @@ class Pod:
             code = None
         seconds = time.monotonic() - started
         ok = code == 0
-        report(ok, f"(pods) {self.name}: init container {container['name']} "
+        report(ok, f"({self.args.phase}) {self.name}: init container {container['name']} "
                    f"({' '.join(map(str, container.get('args', [])))}) exited {code} after {seconds:.1f} s",
                self.logs(name))
         docker("rm", "-f", name)
@@ -226,7 +261,7 @@ class Pod:
         name = f"{self.container_prefix}-{container['name']}"
         out = docker(*self.run_args(container, name))
         if out.returncode != 0:
-            report(False, f"(pods) {self.name}: container {container['name']} did not start", out.stderr)
+            report(False, f"({self.args.phase}) {self.name}: container {container['name']} did not start", out.stderr)
             return
         started = time.monotonic()
         deadline = started + self.args.timeout
@@ -286,9 +321,11 @@ class Pod:
             for k in probes) or "no probes"
         if expects and broken is None:
             summary += ", log has " + " and ".join(repr(r.pattern) for r in expects)
-        report(broken is None, f"(pods) {self.name}: {container['name']} ({' '.join(map(str, container.get('args', [])))}) "
+        report(broken is None, f"({self.args.phase}) {self.name}: {container['name']} ({' '.join(map(str, container.get('args', [])))}) "
                                f"up {up_seconds:.0f} s: {summary}" + (f"; {broken}" if broken else ""),
                self.logs(name) + "\n" + "\n".join(f"{k}: {state[k]['last']}" for k in state))
+        if broken is None:
+            self.after_probes(name)
         if broken is None and self.kind != "Job":
             grace = self.spec.get("terminationGracePeriodSeconds", 30)
             t0 = time.monotonic()
@@ -296,25 +333,112 @@ class Pod:
             stop_seconds = time.monotonic() - t0
             code = docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
             report(code != "137" and stop_seconds < grace,
-                   f"(pods) {self.name}: docker stop -t {grace} (terminationGracePeriodSeconds) "
+                   f"({self.args.phase}) {self.name}: docker stop -t {grace} (terminationGracePeriodSeconds) "
                    f"took {stop_seconds:.1f} s, exit code {code}", self.logs(name))
         docker("rm", "-f", name)
 
+    def image_healthcheck(self, name):
+        """The image's own HEALTHCHECK command, run in the container."""
+        # The image's, not the container's: a kubelet runs it with none.
+        test = json_loads(docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}",
+                                 self.args.image).stdout)
+        command = (test or {}).get("Test") or []
+        if command[:1] != ["CMD"]:
+            return None, f"no CMD health check: {command}"
+        try:
+            out = docker("exec", name, *command[1:], timeout=10)
+            return out.returncode, (out.stdout + out.stderr).strip()
+        except subprocess.TimeoutExpired:
+            return None, "timed out after 10 s"
+
+    def after_probes(self, name):
+        for pod, spec in self.args.expect_gone + self.args.expect_kept:
+            if pod != self.name:
+                continue
+            vol, _, rel = spec.partition("/")
+            present = os.path.exists(os.path.join(self.volume_paths[vol], rel))
+            want = (pod, spec) in self.args.expect_kept
+            report(present == want, f"({self.args.phase}) {self.name}: {spec} {'kept' if want else 'removed'}"
+                   + ("" if present == want else f" (it is {'there' if present else 'gone'})"),
+                   "\n".join(self.logs(n) for n in self.sidecar_names))
+        if not self.args.image_healthcheck:
+            return
+        for container in [name] + self.sidecar_names:
+            code, output = self.image_healthcheck(container)
+            ok = code == 0 and (output.startswith("healthy") or output.startswith("nothing to ask"))
+            report(ok, f"({self.args.phase}) {self.name}: the image's HEALTHCHECK in {container.removeprefix(self.container_prefix + '-')}: "
+                       f"exit {code}: {output[:160]}")
+        if self.name in self.args.freeze:
+            # PID 1's oldest child: the component, not a reparented orphan.
+            child = docker("exec", name, "sh", "-c",
+                           "for p in $(cat /proc/1/task/1/children); do "
+                           "echo \"$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f20) $p\"; done "
+                           "| sort -n | head -n1 | cut -d' ' -f2").stdout.split()[:1]
+            if not child:
+                report(False, f"({self.args.phase}) {self.name}: no child of PID 1 to freeze")
+                return
+            # The shell's kill: the image may have no kill program.
+            stopped = docker("exec", name, "sh", "-c", f"kill -STOP {child[0]}")
+            if stopped.returncode != 0:
+                report(False, f"({self.args.phase}) {self.name}: kill -STOP {child[0]} failed", stopped.stderr)
+                return
+            try:
+                t0 = time.monotonic()
+                code, output = self.image_healthcheck(name)
+                seconds = time.monotonic() - t0
+            finally:
+                docker("exec", name, "sh", "-c", f"kill -CONT {child[0]}")
+            report(code == 1 and output.startswith("unhealthy"),
+                   f"({self.args.phase}) {self.name}: component (pid {child[0]}) frozen with SIGSTOP: the image's HEALTHCHECK "
+                   f"exit {code} in {seconds:.1f} s: {output[:160]}",
+                   docker("exec", name, "sh", "-c",
+                          "for p in $(cat /proc/1/task/1/children); do echo \"$p $(cut -d' ' -f3 /proc/$p/stat)"
+                          " $(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f20) $(tr '\\0' ' ' </proc/$p/cmdline)\"; done").stdout)
+
+    def start_sidecars(self, containers):
+        self.sidecar_names = []
+        for container in containers:
+            name = f"{self.container_prefix}-{container['name']}"
+            out = docker(*self.run_args(container, name))
+            if out.returncode != 0:
+                report(False, f"({self.args.phase}) {self.name}: sidecar {container['name']} did not start", out.stderr)
+                continue
+            self.sidecar_names.append(name)
+
+    def stop_sidecars(self):
+        grace = self.spec.get("terminationGracePeriodSeconds", 30)
+        for name in self.sidecar_names:
+            running = docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
+            t0 = time.monotonic()
+            docker("stop", "-t", str(grace), name, timeout=grace + 60)
+            seconds = time.monotonic() - t0
+            code = docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+            short = name.removeprefix(self.container_prefix + "-")
+            report(running == "true" and code == "0" and seconds < 5,
+                   f"({self.args.phase}) {self.name}: sidecar {short} ran until the pod stopped; docker stop took "
+                   f"{seconds:.1f} s, exit code {code}", self.logs(name))
+            docker("rm", "-f", name)
+
     def run(self):
+        self.sidecar_names = []
         try:
             for container in self.spec.get("initContainers", []):
                 if not self.run_init(container):
                     return
             containers = self.spec["containers"]
-            if len(containers) != 1:
-                raise Unsupported("pods with more than one container")
             if self.kind == "Job":
+                if len(containers) != 1:
+                    raise Unsupported("Jobs with more than one container")
                 # A Job's container runs to completion, like an init container.
                 self.run_init(containers[0])
             else:
-                self.run_main(containers[0])
+                self.start_sidecars(containers[1:])
+                try:
+                    self.run_main(containers[0])
+                finally:
+                    self.stop_sidecars()
         except Unsupported as unsupported:
-            report(False, f"(pods) {self.name}: this runner cannot do {unsupported}")
+            report(False, f"({self.args.phase}) {self.name}: this runner cannot do {unsupported}")
 
 
 def main():
@@ -328,6 +452,15 @@ def main():
     parser.add_argument("--expect-log", action="append", default=[],
                         type=lambda a: tuple(a.split("=", 1)))
     parser.add_argument("--timeout", type=int, default=400)
+    parser.add_argument("--seed-file", action="append", default=[],
+                        type=lambda a: tuple(a.rsplit(":", 1)[0].split(":", 1)) + (a.rsplit(":", 1)[1],))
+    parser.add_argument("--expect-gone", action="append", default=[],
+                        type=lambda a: tuple(a.split(":", 1)))
+    parser.add_argument("--expect-kept", action="append", default=[],
+                        type=lambda a: tuple(a.split(":", 1)))
+    parser.add_argument("--image-healthcheck", action="store_true")
+    parser.add_argument("--phase", default="pods", help="the tag of the PASS/FAIL lines")
+    parser.add_argument("--freeze", action="append", default=[])
     args = parser.parse_args()
     args.run = args.label.split("=", 1)[1]
 
