@@ -147,12 +147,19 @@ fn mask_userinfo(scheme: &str, window: &str) -> (Option<String>, usize) {
 }
 
 /// The last `@` in `text` that is followed by what may start a host part:
-/// a host name or address character, `[`, `/`, `:`, `?`, `%`, or the end.
+/// a host name or address character, `[`, `/`, `:`, `?`, `%`, or the end;
+/// or by no host at all: a space, a control character or a closing quote
+/// (`user:pw@` at the end of a server's cut message, found by fuzzing).
 fn last_userinfo_at(text: &str) -> Option<usize> {
     text.match_indices('@').map(|(i, _)| i).rev().find(|&i| {
         match text.get(i + 1..).and_then(|t| t.chars().next()) {
             None => true,
-            Some(c) => c.is_alphanumeric() || "[/:?%._-".contains(c),
+            Some(c) => {
+                c.is_alphanumeric()
+                    || "[/:?%._-\"'".contains(c)
+                    || c.is_whitespace()
+                    || c.is_control()
+            }
         }
     })
 }
@@ -370,6 +377,19 @@ pub fn mask_value<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
 mod tests {
     use super::{hide, is_sensitive_key, mask_value, redact};
     use proptest::prelude::*;
+
+    /// Fuzzing (fuzz/corpus/url, fuzz/corpus/postgres): a password whose
+    /// `@` is followed by no host, as at the end of a server's cut message.
+    #[test]
+    fn a_password_before_an_at_with_no_host_after_it_is_masked() {
+        for line in [
+            "failed for postgresql://airflow:Qz7xSeKr1tPw@ (SQLSTATE 28P01)",
+            "postgresql://user:p:Qz7xSeKr1tPw@\0\0\0\u{2}b/x?host=/run/pg",
+            "answered \"postgresql://airflow:Qz7xSeKr1tPw@\"",
+        ] {
+            assert!(!redact(line).contains("Qz7xSeKr1tPw"), "{line}");
+        }
+    }
 
     #[test]
     fn sensitive_keys_are_recognised() {

@@ -209,6 +209,11 @@ impl Session {
                 greeting.first()
             )));
         }
+        if auth_data_length_overflows(&greeting) {
+            return Err(Verdict::Fatal(
+                "not a MySQL server (greeting: an auth-plugin data length over 127)".into(),
+            ));
+        }
         let handshake: HandshakePacket<'_> = ParseBuf(&greeting)
             .parse(())
             .map_err(|e| Verdict::Fatal(format!("not a MySQL server (greeting: {e})")))?;
@@ -392,6 +397,20 @@ impl Session {
     }
 }
 
+/// True when the greeting's auth-plugin data length byte is 128 to 135:
+/// mysql_common computes `len as i8 - 8`, which overflows there (a panic
+/// with overflow checks, a wrong length without; found by fuzzing). Real
+/// servers send 21. The byte follows the protocol version, the server
+/// version up to its NUL, and 4 + 8 + 1 + 2 + 1 + 2 + 2 fixed bytes.
+fn auth_data_length_overflows(greeting: &[u8]) -> bool {
+    let Some(version_end) = greeting.iter().skip(1).position(|b| *b == 0) else {
+        return false;
+    };
+    greeting
+        .get(1 + version_end + 1 + 20)
+        .is_some_and(|len| (128..=135).contains(len))
+}
+
 fn serialized(packet: &impl MySerialize) -> Vec<u8> {
     let mut buf = Vec::new();
     packet.serialize(&mut buf);
@@ -452,6 +471,27 @@ pub fn classify_code(code: u16, message: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzzing (fuzz/corpus/mysql): an auth-plugin data length of 128 to
+    /// 135 overflowed in mysql_common's greeting parser.
+    #[test]
+    fn a_greeting_whose_auth_data_length_would_overflow_is_refused() {
+        let greeting = |len: u8| {
+            let mut g = vec![10];
+            g.extend_from_slice(b"8.0.36\0");
+            g.extend_from_slice(&[0; 20]);
+            g.push(len);
+            g.extend_from_slice(&[0; 10]);
+            g
+        };
+        for len in 128..=135 {
+            assert!(auth_data_length_overflows(&greeting(len)));
+        }
+        for len in [0, 21, 127, 136, 255] {
+            assert!(!auth_data_length_overflows(&greeting(len)));
+        }
+        assert!(!auth_data_length_overflows(&[10, b'8']));
+    }
 
     #[test]
     fn login_errors_are_classified() {
