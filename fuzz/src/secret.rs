@@ -15,6 +15,18 @@ pub fn assert_logged_line_hides(message: &str, what: &str) {
     );
 }
 
+/// For a server's text that held the planted URL: the log line must not
+/// show it whole with its password. A URL the server's own framing cut
+/// before its `@` (or its scheme) no longer looks like one, as the same
+/// text from a real server would not: that is not checked.
+pub fn assert_whole_url_masked(message: &str, what: &str) {
+    let shown = crate::redact::redact(message);
+    assert!(
+        !shown.contains(&format!("://airflow:{SECRET}@")),
+        "{what}: the planted URL's password survives redact: {shown:?}"
+    );
+}
+
 /// For code that promises never to put input in a message at all (the
 /// env-file and airflow.cfg errors, the wire clients' verdicts unless the
 /// server itself sent the secret back).
