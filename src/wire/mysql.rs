@@ -165,6 +165,9 @@ fn rsa_encrypted_password(password: &[u8], nonce: &[u8], pem: &[u8]) -> Result<V
     let der = base64::engine::general_purpose::STANDARD
         .decode(body)
         .map_err(|_| bad_key())?;
+    if !der_key_is_readable(&der, pkcs1) {
+        return Err(bad_key());
+    }
     let (modulus, exponent) = if pkcs1 {
         der::parse_pub_key_pkcs1(&der)
     } else {
@@ -397,6 +400,67 @@ impl Session {
     }
 }
 
+/// One DER element at the start of `der`: its tag, its contents and what
+/// follows; None when the bytes run out. Lengths of more than 4 bytes are
+/// refused (no key here is 4 GiB).
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first & 0x80 == 0 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let bytes = rest.get(..count)?;
+        let len = bytes.iter().fold(0usize, |n, b| n << 8 | usize::from(*b));
+        (len, rest.get(count..)?)
+    };
+    let contents = rest.get(..len)?;
+    Some((tag, contents, rest.get(len..)?))
+}
+
+/// True when mysql_common's DER readers can walk `der` without indexing
+/// past its end: they index without bounds checks, so a server's malformed
+/// key panicked (found by fuzzing). The same steps, checked: PKCS#1 is a
+/// SEQUENCE of two INTEGERs; PKCS#8 a SEQUENCE of the algorithm's SEQUENCE
+/// and a BIT STRING (unused-bits byte, then PKCS#1).
+fn der_key_is_readable(der: &[u8], pkcs1: bool) -> bool {
+    let pkcs1_fields = |der: &[u8]| -> Option<()> {
+        let (0x30, fields, _) = der_element(der)? else {
+            return None;
+        };
+        let (0x02, _, rest) = der_element(fields)? else {
+            return None;
+        };
+        let (0x02, _, _) = der_element(rest)? else {
+            return None;
+        };
+        Some(())
+    };
+    let readable = if pkcs1 {
+        pkcs1_fields(der)
+    } else {
+        (|| {
+            let (0x30, outer, _) = der_element(der)? else {
+                return None;
+            };
+            let (0x30, _, rest) = der_element(outer)? else {
+                return None;
+            };
+            let (0x03, bits, _) = der_element(rest)? else {
+                return None;
+            };
+            let (0, key) = bits.split_first()? else {
+                return None;
+            };
+            pkcs1_fields(key)
+        })()
+    };
+    readable.is_some()
+}
+
 /// True when the greeting's auth-plugin data length byte is 128 to 135:
 /// mysql_common computes `len as i8 - 8`, which overflows there (a panic
 /// with overflow checks, a wrong length without; found by fuzzing). Real
@@ -471,6 +535,41 @@ pub fn classify_code(code: u16, message: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzzing (fuzz/corpus/mysql): a malformed RSA public key in the
+    /// caching_sha2_password full authentication panicked in mysql_common's
+    /// DER reader (index out of bounds).
+    #[test]
+    fn a_malformed_rsa_key_is_refused_without_a_panic() {
+        use base64::Engine as _;
+        let pem = |der: &[u8], label: &str| {
+            let body = base64::engine::general_purpose::STANDARD.encode(der);
+            format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+        };
+        let malformed: [&[u8]; 9] = [
+            b"",
+            b"\x30",
+            b"\x30\x81",
+            b"\x30\x05\x02\x01",
+            b"\x30\x03\x02\x01\x05",
+            b"\x30\x02\x30\x00",
+            b"\x30\x04\x30\x00\x03\x00",
+            b"\x30\x05\x30\x00\x03\x01\x00",
+            b"\x30\x85\x01\x00\x00\x00\x00",
+        ];
+        for der in malformed {
+            for label in ["PUBLIC KEY", "RSA PUBLIC KEY"] {
+                let verdict = rsa_encrypted_password(b"pw", b"nonce", pem(der, label).as_bytes());
+                assert!(matches!(verdict, Err(Verdict::Fatal(_))), "{der:?} {label}");
+            }
+        }
+        // A well-formed (toy) key is still read.
+        let pkcs1 = b"\x30\x06\x02\x01\x0b\x02\x01\x03";
+        assert!(der_key_is_readable(pkcs1, true));
+        let mut pkcs8 = vec![0x30, 0x0d, 0x30, 0x00, 0x03, 0x09, 0x00];
+        pkcs8.extend_from_slice(pkcs1);
+        assert!(der_key_is_readable(&pkcs8, false));
+    }
 
     /// Fuzzing (fuzz/corpus/mysql): an auth-plugin data length of 128 to
     /// 135 overflowed in mysql_common's greeting parser.
