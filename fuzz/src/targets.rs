@@ -68,9 +68,10 @@ fn verdict_text(verdict: &Verdict) -> String {
     }
 }
 
-/// A reply's messages must not show the secret: raw when the reply did not
-/// hold it, as logged (through `redact`) when it held the planted URL, not
-/// at all checked when the fuzzer sent the secret back bare.
+/// A reply's messages must not show the secret: not at all when the reply
+/// did not hold it; not as a whole URL with its password once logged
+/// (through `redact`) when it held the planted URL; not checked when the
+/// fuzzer sent the secret back bare.
 fn check_reply_messages(original: &[u8], reply: &[u8], messages: &[String], what: &str) {
     if sent_back(original) {
         return;
