@@ -146,13 +146,17 @@ fn mask_userinfo(scheme: &str, window: &str) -> (Option<String>, usize) {
     }
 }
 
-/// The last `@` in `text` that is followed by what may start a host part:
-/// a host name or address character, `[`, `/`, `:`, `?`, `%`, or the end.
+/// The last `@` in `text` that is not followed by a backquote: in prose
+/// after the URL "an `@`" is quoted so. Anything else may follow the `@`
+/// that ends a password (fuzzing found passwords shown before an `@`
+/// followed by a space, a control character, a quote or `\u{fffd}`): a
+/// host of any characters, or no host at all, as at the end of a server's
+/// cut message.
 fn last_userinfo_at(text: &str) -> Option<usize> {
     text.match_indices('@').map(|(i, _)| i).rev().find(|&i| {
         match text.get(i + 1..).and_then(|t| t.chars().next()) {
             None => true,
-            Some(c) => c.is_alphanumeric() || "[/:?%._-".contains(c),
+            Some(c) => c != '`',
         }
     })
 }
@@ -370,6 +374,21 @@ pub fn mask_value<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
 mod tests {
     use super::{hide, is_sensitive_key, mask_value, redact};
     use proptest::prelude::*;
+
+    /// Fuzzing (fuzz/corpus/url, fuzz/corpus/postgres): a password whose
+    /// `@` is followed by no host, as at the end of a server's cut message.
+    #[test]
+    fn a_password_before_an_at_with_no_host_after_it_is_masked() {
+        for line in [
+            "failed for postgresql://airflow:Qz7xSeKr1tPw@ (SQLSTATE 28P01)",
+            "postgresql://user:p:Qz7xSeKr1tPw@\0\0\0\u{2}b/x?host=/run/pg",
+            "answered \"postgresql://airflow:Qz7xSeKr1tPw@\"",
+            "postgre%ql://use\u{fffd}:p@ss:Qz7xSeKr1tPw@\u{fffd}\u{fffd}db///upg",
+            "redis://:Qz7xSeKr1tPw@!host:6379",
+        ] {
+            assert!(!redact(line).contains("Qz7xSeKr1tPw"), "{line}");
+        }
+    }
 
     #[test]
     fn sensitive_keys_are_recognised() {

@@ -344,7 +344,9 @@ fn http_get(port: u16, path: &str, budget: Duration) -> Result<String, String> {
     } else if code.is_empty() {
         Err(format!("GET {path} on port {port}: no HTTP answer"))
     } else {
-        let snippet: String = body
+        // Masked before it is cut: a URL cut inside its password no longer
+        // looks like one.
+        let snippet: String = crate::redact::redact(body)
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")

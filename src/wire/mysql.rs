@@ -297,6 +297,11 @@ impl Session {
                 greeting.first()
             )));
         }
+        if auth_data_length_overflows(&greeting) {
+            return Err(Verdict::Fatal(
+                "not a MySQL server (greeting: an auth-plugin data length over 127)".into(),
+            ));
+        }
         let handshake: HandshakePacket<'_> = ParseBuf(&greeting)
             .parse(())
             .map_err(|e| Verdict::Fatal(format!("not a MySQL server (greeting: {e})")))?;
@@ -485,6 +490,20 @@ impl Session {
         self.sequence = self.sequence.wrapping_add(1);
         write_all(&mut self.conn, &packet)
     }
+}
+
+/// True when the greeting's auth-plugin data length byte is 128 to 135:
+/// mysql_common computes `len as i8 - 8`, which overflows there (a panic
+/// with overflow checks, a wrong length without; found by fuzzing). Real
+/// servers send 21. The byte follows the protocol version, the server
+/// version up to its NUL, and 4 + 8 + 1 + 2 + 1 + 2 + 2 fixed bytes.
+fn auth_data_length_overflows(greeting: &[u8]) -> bool {
+    let Some(version_end) = greeting.iter().skip(1).position(|b| *b == 0) else {
+        return false;
+    };
+    greeting
+        .get(1 + version_end + 1 + 20)
+        .is_some_and(|len| (128..=135).contains(len))
 }
 
 fn serialized(packet: &impl MySerialize) -> Vec<u8> {
@@ -790,6 +809,56 @@ mod tests {
             let _ = query_with(&rest);
             let _ = query_with(&packet(1, &noise(seed, 40)));
         }
+    }
+
+    /// Fuzzing (fuzz/corpus/mysql): a malformed RSA public key in the
+    /// caching_sha2_password full authentication panicked in mysql_common's
+    /// DER reader (index out of bounds).
+    #[test]
+    fn a_malformed_rsa_key_is_refused_without_a_panic() {
+        use base64::Engine as _;
+        let pem = |der: &[u8], label: &str| {
+            let body = base64::engine::general_purpose::STANDARD.encode(der);
+            format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+        };
+        let malformed: [&[u8]; 9] = [
+            b"",
+            b"\x30",
+            b"\x30\x81",
+            b"\x30\x05\x02\x01",
+            b"\x30\x03\x02\x01\x05",
+            b"\x30\x02\x30\x00",
+            b"\x30\x04\x30\x00\x03\x00",
+            b"\x30\x05\x30\x00\x03\x01\x00",
+            b"\x30\x85\x01\x00\x00\x00\x00",
+        ];
+        for der in malformed {
+            for label in ["PUBLIC KEY", "RSA PUBLIC KEY"] {
+                let verdict = rsa_encrypted_password(b"pw", b"nonce", pem(der, label).as_bytes());
+                assert!(matches!(verdict, Err(Verdict::Fatal(_))), "{der:?} {label}");
+            }
+        }
+    }
+
+    /// Fuzzing (fuzz/corpus/mysql): an auth-plugin data length of 128 to
+    /// 135 overflowed in mysql_common's greeting parser.
+    #[test]
+    fn a_greeting_whose_auth_data_length_would_overflow_is_refused() {
+        let greeting = |len: u8| {
+            let mut g = vec![10];
+            g.extend_from_slice(b"8.0.36\0");
+            g.extend_from_slice(&[0; 20]);
+            g.push(len);
+            g.extend_from_slice(&[0; 10]);
+            g
+        };
+        for len in 128..=135 {
+            assert!(auth_data_length_overflows(&greeting(len)));
+        }
+        for len in [0, 21, 127, 136, 255] {
+            assert!(!auth_data_length_overflows(&greeting(len)));
+        }
+        assert!(!auth_data_length_overflows(&[10, b'8']));
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub fn classify(replies: &[String], authenticated: bool, sent: &[&str]) -> Verdi
         Some(r) if r == "+PONG" => Verdict::Ready,
         Some(r) => Verdict::Fatal(format!(
             "not a Redis server (answered {:?})",
+            // Masked before it is cut: a cut URL may no longer look like one.
             server_text(r, sent).chars().take(40).collect::<String>()
         )),
         None => Verdict::NotYet("no answer".into()),
@@ -137,6 +138,21 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// Fuzzing (fuzz/corpus/redis): the reply was cut to 40 characters
+    /// before it was masked, so a URL cut inside its password showed it.
+    #[test]
+    fn a_strange_reply_is_masked_before_it_is_cut() {
+        let url = "postgresql://airflow:Qz7xSeKr1tPw@db:5432/airflow";
+        for pad in 0..40 {
+            let reply = format!("{}{url}", "x".repeat(pad));
+            let verdict = classify(&s(&["+OK", &reply]), true, &[]);
+            let Verdict::Fatal(why) = verdict else {
+                panic!("{verdict:?}")
+            };
+            assert!(!why.contains("Qz7x"), "{why}");
+        }
     }
 
     #[test]

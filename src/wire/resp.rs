@@ -251,11 +251,11 @@ pub fn describe(value: &Value) -> String {
         Value::Bulk(Some(b)) => format!("a bulk string of {} bytes", b.len()),
         Value::Array(Some(items)) => format!("an array of {}", items.len()),
     };
-    // A server's text goes out the one way server texts do: one line,
-    // every URL's password masked, and Redis's echo of the arguments we
-    // sent ("with args beginning with: ...") cut off.
-    let short: String = text.chars().take(60).collect();
-    super::server_text(&short, &[])
+    // A server's text goes out the one way server texts do (one line,
+    // every URL's password masked, Redis's echo of what we sent cut off),
+    // masked before it is cut: a URL cut inside its password no longer
+    // looks like one (found by fuzzing).
+    super::server_text(&text, &[]).chars().take(60).collect()
 }
 
 #[cfg(test)]
@@ -264,6 +264,18 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Result<Value, String> {
         read_value(&mut std::io::Cursor::new(bytes.to_vec()))
+    }
+
+    /// Fuzzing: a description cut at 60 characters before it was masked
+    /// showed a password cut from its `@`.
+    #[test]
+    fn a_description_is_masked_before_it_is_cut() {
+        let url = "postgresql://airflow:Qz7xSeKr1tPw@db:5432/airflow";
+        for pad in 0..60 {
+            let text = format!("{}{url}", "x".repeat(pad));
+            let shown = describe(&Value::Error(text));
+            assert!(!shown.contains("Qz7x"), "{shown}");
+        }
     }
 
     #[test]

@@ -1014,7 +1014,7 @@ fn fill_postgres(t: &mut Target, p: &Parts, q: &Query, ctx: &Ctx) -> Result<(), 
         Some("verify-full") => Some(Tls::VerifyFull),
         Some(other) => {
             return Err(ctx.err(
-                format!("{key} `{}`", show(other)),
+                format!("{key} {}", ctx.fragment(other)),
                 format!(
                     "{key} to be one of disable, allow, prefer, require, verify-ca, verify-full"
                 ),
@@ -1048,7 +1048,7 @@ fn bool_option(q: &Query, key: &str, ctx: &Ctx) -> Result<Option<bool>, UrlError
         None => Ok(None),
         Some(value) => parse_bool(value).map(Some).ok_or_else(|| {
             ctx.err(
-                format!("{key} `{}`", show(value)),
+                format!("{key} {}", ctx.fragment(value)),
                 format!("{key} to be true/false, 1/0, yes/no or on/off"),
             )
         }),
@@ -1066,7 +1066,7 @@ fn mysql_tls(q: &Query, ctx: &Ctx) -> Result<Tls, UrlError> {
             "VERIFY_CA" => Ok(Tls::VerifyCa),
             "VERIFY_IDENTITY" => Ok(Tls::VerifyFull),
             _ => Err(ctx.err(
-                format!("ssl_mode `{}`", show(mode)),
+                format!("ssl_mode {}", ctx.fragment(mode)),
                 "ssl_mode to be one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY",
             )),
         };
@@ -1152,7 +1152,7 @@ fn redis_db(path: Option<&str>, q: &Query, ctx: &Ctx) -> Result<Option<String>, 
     }
     if !db.bytes().all(|b| b.is_ascii_digit()) || db.len() > 9 {
         return Err(ctx.err(
-            format!("Redis database `{}`", show(db)),
+            format!("Redis database {}", ctx.fragment(db)),
             "a database number, like redis://host:6379/0",
         ));
     }
@@ -1173,7 +1173,7 @@ fn fill_redis(t: &mut Target, p: &Parts, q: &Query, tls: bool, ctx: &Ctx) -> Res
                 "required" | "cert_required" => Tls::VerifyFull,
                 _ => {
                     return Err(ctx.err(
-                        format!("ssl_cert_reqs `{}`", show(reqs)),
+                        format!("ssl_cert_reqs {}", ctx.fragment(reqs)),
                         "ssl_cert_reqs to be none, optional, required, CERT_NONE, \
                          CERT_OPTIONAL or CERT_REQUIRED",
                     ));
@@ -1227,7 +1227,7 @@ fn fill_amqp(t: &mut Target, p: &Parts, q: &Query, tls: bool, ctx: &Ctx) -> Resu
             Some("verify_peer") => Tls::VerifyFull,
             Some(other) => {
                 return Err(ctx.err(
-                    format!("verify `{}`", show(other)),
+                    format!("verify {}", ctx.fragment(other)),
                     "verify to be verify_peer or verify_none",
                 ));
             }
@@ -1684,6 +1684,22 @@ mod tests {
     #[test]
     fn redis_non_numeric_db_is_an_error() {
         assert!(err("redis://h/abc").contains("Redis database `abc`"));
+    }
+
+    /// Fuzzing (fuzz/corpus/url): in a URL with an `@` after its password
+    /// the database (or a query value) may be a piece of the password, and
+    /// the error quoted it.
+    #[test]
+    fn a_database_or_query_value_of_an_ambiguous_url_is_not_quoted() {
+        for url in [
+            "redis://:@res://::Qz7xSeKr1tPw@redis:6379/x",
+            "redis://:pw/Qz7xSeKr1tPw@h@redis:6379/0",
+            "postgresql://u:p?sslmode=Qz7xSeKr1tPw@h@db/airflow",
+        ] {
+            if let Err(message) = parse(url).map_err(|e| e.message) {
+                assert!(!message.contains("Qz7x"), "{url}: {message}");
+            }
+        }
     }
 
     #[test]
