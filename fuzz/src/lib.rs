@@ -10,6 +10,8 @@
 
 #[path = "../../src/airflow/mod.rs"]
 mod airflow;
+#[path = "../../src/clean_logs.rs"]
+mod clean_logs;
 #[path = "../../src/cli.rs"]
 mod cli;
 #[path = "../../src/command.rs"]
@@ -22,6 +24,8 @@ mod error;
 mod jitter;
 #[path = "../../src/logging.rs"]
 mod logging;
+#[path = "../../src/multicall.rs"]
+mod multicall;
 #[path = "../../src/readiness/mod.rs"]
 mod readiness;
 #[path = "../../src/redact.rs"]

@@ -289,6 +289,7 @@ pub fn redis(data: &[u8]) {
                 messages.push(verdict_text(&crate::wire::redis::classify(
                     &lines,
                     mode & 8 != 0,
+                    &[],
                 )));
             }
             1 => {
