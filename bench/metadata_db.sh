@@ -70,29 +70,9 @@ for _ in $(seq 90); do
 done
 airflow jobs check --job-type SchedulerJob --local >/dev/null 2>&1 || die "the scheduler did not come up"
 
-# measure RUNS CMD... → "median_ms max_rss_kb" over RUNS runs; each run must exit 0.
-measure() {
-  local runs=$1; shift
-  local times=() rss=0 i out
-  for ((i = 0; i < runs; i++)); do
-    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>&1 || die "failed: $*"
-    out=$(tail -n 1 "$work/time")
-    times+=("$(awk '{print $1 * 1000}' <<<"$out")")
-    local r; r=$(awk '{print $2}' <<<"$out")
-    (( r > rss )) && rss=$r
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v rss="$rss" '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f %d\n", m, rss}'
-}
+# shellcheck source=bench/timing.sh
+source "$bench_dir/timing.sh"
 
-# GNU time reports wall time in 10 ms steps; ours are timed in a loop too.
-loop_ms() {
-  local runs=$1; shift
-  local start end
-  start=$(date +%s%N)
-  for ((i = 0; i < runs; i++)); do "$@" >/dev/null 2>&1 || die "failed: $*"; done
-  end=$(date +%s%N)
-  awk -v s="$start" -v e="$end" -v n="$runs" 'BEGIN {printf "%.1f", (e - s) / n / 1e6}'
-}
 
 log "--healthcheck scheduler ($ours_runs runs)"
 read -r _ ours_hc_rss < <(measure "$ours_runs" "$bin" --healthcheck scheduler)

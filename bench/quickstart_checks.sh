@@ -109,28 +109,8 @@ ready || die "the components did not come up: $(tail -n 3 "$work"/*.log)"
 host=$(psql -h "$work/sock" -p "$port" -U postgres -d airflow -Atq \
   -c "SELECT hostname FROM job WHERE job_type = 'TriggererJob' ORDER BY id DESC LIMIT 1")
 
-# measure RUNS CMD... → "median_ms max_rss_kb" over RUNS runs; each must exit 0.
-measure() {
-  local runs=$1; shift
-  local times=() rss=0 i out r
-  for ((i = 0; i < runs; i++)); do
-    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>&1 || die "failed: $*"
-    out=$(tail -n 1 "$work/time")
-    times+=("$(awk '{print $1 * 1000}' <<<"$out")")
-    r=$(awk '{print $2}' <<<"$out")
-    (( r > rss )) && rss=$r
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v rss="$rss" '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f %d\n", m, rss}'
-}
-# GNU time counts wall time in 10 ms steps: the fast commands are timed in a loop.
-loop_ms() {
-  local runs=$1; shift
-  local start end i
-  start=$(date +%s%N)
-  for ((i = 0; i < runs; i++)); do "$@" >/dev/null 2>&1 || die "failed: $*"; done
-  end=$(date +%s%N)
-  awk -v s="$start" -v e="$end" -v n="$runs" 'BEGIN {printf "%.1f", (e - s) / n / 1e6}'
-}
+# shellcheck source=bench/timing.sh
+source "$bench_dir/timing.sh"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f×", a / b}'; }
 row() {
   # row CHECK DOCUMENTED NATIVE RUNS_DOC DOC... -- NATIVE...
