@@ -130,7 +130,7 @@ pub fn answer(
         Ok(None) => {}
         Ok(Some(ping)) => {
             return match super::celery::plan(layers, ping.broker.as_deref(), run)? {
-                Ok(plan) => super::celery::answer_ping(inbox, &ping, &plan, layers).map(Some),
+                Ok(plan) => super::celery::answer_ping(inbox, &ping, &plan).map(Some),
                 Err(why) => {
                     tracing::debug!("handing the command to celery: {why}");
                     Ok(None)

@@ -2,9 +2,9 @@
 //! environment layers, else `[section] key` in airflow.cfg, else None (the
 //! caller knows the default). Reads files only; never runs a `_cmd`.
 
-use crate::env::cfg_file::cfg_get;
+use crate::env::cfg_file::CfgFile;
 use crate::env::layers::Layered;
-use crate::env::urls::config_file_text;
+use crate::env::urls::parsed_config_file;
 use crate::error::Failure;
 
 /// The option's value and where it came from, for messages.
@@ -21,11 +21,11 @@ pub fn airflow_option(
     Options::new(layers).get(section, key)
 }
 
-/// Several options of one configuration: airflow.cfg is read (and only
-/// when an option is not in the environment) once.
+/// Several options of one configuration: airflow.cfg is read and parsed
+/// (and only when an option is not in the environment) once.
 pub struct Options<'a> {
     layers: &'a Layered,
-    file: Option<Option<(std::path::PathBuf, String)>>,
+    file: Option<Option<(std::path::PathBuf, CfgFile)>>,
 }
 
 impl<'a> Options<'a> {
@@ -47,12 +47,12 @@ impl<'a> Options<'a> {
             }));
         }
         if self.file.is_none() {
-            self.file = Some(config_file_text(layers)?);
+            self.file = Some(parsed_config_file(layers)?);
         }
-        let Some(Some((path, text))) = &self.file else {
+        let Some(Some((path, cfg))) = &self.file else {
             return Ok(None);
         };
-        let found = cfg_get(text, section, key).map_err(|e| {
+        let found = cfg.get(section, key).map_err(|e| {
             Failure::config(format!("{}:{}: {}", path.display(), e.line, e.message))
         })?;
         Ok(found.map(|value| OptionValue {

@@ -79,7 +79,9 @@ fn read_text_file_within(path: &Path, limit: u64) -> Result<String, ReadError> {
         return Err(ReadError::TooLarge(metadata.len()));
     }
     // The file may grow after the fstat: read one byte past the limit.
-    let mut bytes = Vec::new();
+    // Sized from the fstat (one read, no regrowth), plus the byte past it.
+    let expected = usize::try_from(metadata.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(expected.saturating_add(1));
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(ReadError::Io)?;

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::env::cfg_file::cfg_get;
+use crate::env::cfg_file::CfgFile;
 use crate::env::layers::Layered;
 use crate::env::text_file::{read_text_file, ReadError};
 use crate::error::Failure;
@@ -163,17 +163,28 @@ pub fn config_file_text(layers: &Layered) -> Result<Option<(PathBuf, String)>, F
     }
 }
 
+/// The airflow.cfg in use, parsed; None when there is none. A syntax
+/// error is one line naming the file and line.
+pub fn parsed_config_file(layers: &Layered) -> Result<Option<(PathBuf, CfgFile)>, Failure> {
+    let Some((path, text)) = config_file_text(layers)? else {
+        return Ok(None);
+    };
+    let cfg = CfgFile::parse(&text)
+        .map_err(|e| Failure::config(format!("{}:{}: {}", path.display(), e.line, e.message)))?;
+    Ok(Some((path, cfg)))
+}
+
 fn from_config_file(
     which: Url,
     layers: &Layered,
     run: &mut Runner<'_>,
 ) -> Result<Option<Resolved>, Failure> {
-    let Some((path, text)) = config_file_text(layers)? else {
+    let Some((path, cfg)) = parsed_config_file(layers)? else {
         return Ok(None);
     };
     for (_, section, option) in which.places() {
         let get = |key: &str| {
-            cfg_get(&text, section, key).map_err(|e| {
+            cfg.get(section, key).map_err(|e| {
                 Failure::config(format!("{}:{}: {}", path.display(), e.line, e.message))
             })
         };

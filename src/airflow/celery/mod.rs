@@ -242,6 +242,8 @@ pub struct Plan {
     pub target: Target,
     pub shown_url: String,
     pub remote_control: bool,
+    /// `[operators] default_queue`: what a worker started without `-q` consumes.
+    pub default_queue: String,
 }
 
 /// The broker and mode from the flags and Airflow's configuration.
@@ -294,10 +296,14 @@ pub fn plan(
         })?,
         None => true,
     };
+    let default_queue = options
+        .get("operators", "default_queue")?
+        .map_or_else(|| "default".to_string(), |v| v.value);
     Ok(Ok(Plan {
         target,
         shown_url,
         remote_control,
+        default_queue,
     }))
 }
 
@@ -362,17 +368,12 @@ pub fn judge(
 /// The queues to expect of `node`: those it was started with when it runs
 /// here, else its configured default queue when it runs here without `-q`,
 /// else none in particular (any queue will do).
-fn expected_queues(layers: &Layered, node: &str, here: &[LocalWorker]) -> Option<Vec<String>> {
+fn expected_queues(plan: &Plan, node: &str, here: &[LocalWorker]) -> Option<Vec<String>> {
     let worker = here.iter().find(|w| w.node == node)?;
     if let Some(queues) = &worker.queues {
         return Some(queues.clone());
     }
-    let default = Options::new(layers)
-        .get("operators", "default_queue")
-        .ok()
-        .flatten()
-        .map_or_else(|| "default".to_string(), |v| v.value);
-    Some(vec![default])
+    Some(vec![plan.default_queue.clone()])
 }
 
 /// The outcome of asking the broker.
@@ -428,12 +429,7 @@ fn broker_line(plan: &Plan, e: &BrokerError) -> String {
 /// The native `celery inspect ping`: Celery's output on Celery's streams;
 /// exit 0 healthy, 69 when a node did not answer or consumes nothing, 1
 /// when the broker could not be asked.
-pub fn answer_ping(
-    inbox: &SignalInbox,
-    ping: &Ping,
-    plan: &Plan,
-    layers: &Layered,
-) -> Result<i32, Failure> {
+pub fn answer_ping(inbox: &SignalInbox, ping: &Ping, plan: &Plan) -> Result<i32, Failure> {
     let here = local_workers();
     let asked_nodes: Vec<String> = if !plan.remote_control && ping.destinations.is_empty() {
         vec![here.first().map_or_else(default_node, |w| w.node.clone())]
@@ -477,7 +473,7 @@ pub fn answer_ping(
             };
             let mut json_items = Vec::new();
             for node in &nodes {
-                let expected = expected_queues(layers, node, &here);
+                let expected = expected_queues(plan, node, &here);
                 match judge(node, answers.nodes.get(node), expected.as_deref()) {
                     NodeVerdict::Healthy(detail) => {
                         online += 1;
@@ -609,7 +605,7 @@ pub fn health(
             plan.shown_url
         )),
         Asked::Mailbox(answers) => {
-            let expected = expected_queues(layers, &node, &here);
+            let expected = expected_queues(&plan, &node, &here);
             match judge(&node, answers.nodes.get(&node), expected.as_deref()) {
                 NodeVerdict::Healthy(detail) => Ok(format!("{detail} (remote control on {})", plan.shown_url)),
                 NodeVerdict::Unhealthy(why) => Err(why),
