@@ -119,7 +119,7 @@ def main(argv):
             if status == 200:
                 last = json.loads(text)
                 if last.get("state") in states:
-                    print(json.dumps({k: last.get(k) for k in ("state", "hostname", "start_date", "end_date")}))
+                    print(json.dumps({k: last.get(k) for k in ("state", "hostname", "start_date", "end_date", "try_number")}))
                     return 0
             time.sleep(1)
         print(f"still {last.get('state')} after {seconds:.0f} s (want {'/'.join(states)})")
