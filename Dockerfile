@@ -138,7 +138,8 @@ RUN python="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
  && /opt/airflow-venv/bin/pip install --no-cache-dir --constraint "$constraints" \
       "apache-airflow[${AIRFLOW_EXTRAS}]==${AIRFLOW_VERSION}" \
  && /opt/airflow-venv/bin/pip check \
- && /opt/airflow-venv/bin/airflow version
+ && /opt/airflow-venv/bin/airflow version \
+ && cp "$constraints" /opt/airflow-venv/airflow-constraints.txt
 
 # The runtime with Airflow: the venv and the shared libraries it links.
 FROM ${BASE_IMAGE} AS runtime-airflow-true
@@ -156,7 +157,7 @@ FROM ${BASE_IMAGE} AS runtime-airflow-false
 # ---------------------------------------------------------------------------
 # The image. Everything from here on is the same for both runtimes
 # (`:-true`: the default again, for buildah, as above).
-FROM runtime-airflow-${INSTALL_AIRFLOW:-true}
+FROM runtime-airflow-${INSTALL_AIRFLOW:-true} AS image
 ARG ASTRONOMER_USER=astro
 ARG ASTRONOMER_UID=5000
 ARG AIRFLOW_VERSION=3.3.2
@@ -223,6 +224,8 @@ RUN ln -s /usr/local/bin/airflow-entrypoint /entrypoint \
       'exec /usr/local/bin/airflow-entrypoint clean-logs "$@"' >/clean-logs \
  && chmod 0755 /clean-logs \
  && ln -s /clean-logs /usr/local/bin/clean-airflow-logs
+# The -onbuild variant's installer (see the onbuild stage below).
+COPY config/onbuild/install-project /usr/local/lib/airflow-entrypoint/install-project
 
 WORKDIR /usr/local/airflow
 EXPOSE 8080
@@ -240,3 +243,24 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
 # The image starts as root: the entrypoint drops to ASTRONOMER_USER itself.
 ENTRYPOINT ["/usr/local/bin/airflow-entrypoint"]
 CMD ["--help"]
+
+# ---------------------------------------------------------------------------
+# The -onbuild variant (`--target onbuild`): a user project's whole
+# Dockerfile is `FROM <this image>-onbuild`, beside dags/, plugins/,
+# include/, requirements.txt and packages.txt. Its build then installs
+# packages.txt with apt (as root), requirements.txt with pip under the
+# image's constraints with Apache Airflow kept at its version, and copies
+# the project into AIRFLOW_HOME owned by the service user. Either list may
+# be missing (the bracket globs let COPY match nothing), and may have
+# comments, blank lines and CRLF. Each list is its own layer, so a DAG
+# change does not reinstall them.
+FROM image AS onbuild
+LABEL io.github.airflow-entrypoint.variant.onbuild="true"
+ONBUILD COPY packages.tx[t] /tmp/project-lists/
+ONBUILD RUN ["/usr/local/lib/airflow-entrypoint/install-project", "packages", "/tmp/project-lists/packages.txt"]
+ONBUILD COPY requirements.tx[t] /tmp/project-lists/
+ONBUILD RUN ["/usr/local/lib/airflow-entrypoint/install-project", "requirements", "/tmp/project-lists/requirements.txt"]
+ONBUILD COPY --chown=5000:0 . /usr/local/airflow/
+
+# The default target: the image itself.
+FROM image
