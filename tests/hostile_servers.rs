@@ -239,7 +239,7 @@ fn failover_brokers_share_the_attempts_deadline() {
         .map(|b| format!("amqp://guest:guest@127.0.0.1:{}//", b.port))
         .collect::<Vec<_>>()
         .join(";");
-    let run = Run::new(Mode::Subreaper, "hostile")
+    let run = with_own_database(Run::new(Mode::Subreaper, "hostile"))
         .env("AIRFLOW__CELERY__BROKER_URL", url)
         .env("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
         .env("AIRFLOW_ENTRYPOINT_WAIT_TIMEOUT", "2")
@@ -271,6 +271,14 @@ fn a_unix_socket_whose_server_never_accepts_is_bounded() {
     assert!(!f.stderr.contains("DNS resolver stuck"), "{}", f.stderr);
 }
 
+/// The metadata database of a broker test: SQLite in the run's own
+/// directory, so that only the broker is in question (Airflow's default,
+/// ~/airflow/airflow.db, needs a directory a fresh machine may not have).
+fn with_own_database(run: Run) -> Run {
+    let db = format!("sqlite:///{}/airflow.db", run.dir().path().display());
+    run.env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", db)
+}
+
 // ---- Server text: never the password ----
 
 #[test]
@@ -284,7 +292,7 @@ fn a_redis_reply_echoing_the_password_never_reaches_the_log() {
         let _ = read_some(&mut conn);
     });
     for format in ["text", "json"] {
-        let run = Run::new(Mode::Subreaper, "hostile")
+        let run = with_own_database(Run::new(Mode::Subreaper, "hostile"))
             .env(
                 "AIRFLOW__CELERY__BROKER_URL",
                 format!("redis://default:hunter2@127.0.0.1:{}/0", server.port),
@@ -655,7 +663,7 @@ fn a_broker_refusing_our_protocol_version_is_told_at_once() {
         let _ = conn.write_all(b"AMQP\x01\x01\x00\x0a");
     });
     let started = Instant::now();
-    let f = Run::new(Mode::Subreaper, "hostile")
+    let f = with_own_database(Run::new(Mode::Subreaper, "hostile"))
         .env(
             "AIRFLOW__CELERY__BROKER_URL",
             format!("amqp://guest:guest@127.0.0.1:{}//", server.port),
