@@ -22,6 +22,10 @@
 #   AIRFLOW_VERSION, AIRFLOW_EXTRAS, PIP_VERSION
 #                     what is installed, with config/constraints-AIRFLOW_VERSION-
 #                     pyX.Y.txt as pip constraints (X.Y: BASE_IMAGE's Python)
+#   AIRFLOW_VARIANT   full (default), or certified: also CERTIFIED_EXTRAS,
+#                     the Astronomer Certified image's providers and extras,
+#                     with config/constraints-AIRFLOW_VERSION-pyX.Y-certified.txt
+#   ENTRYPOINT_VERSION the version the image's labels give the entrypoint
 #   ASTRONOMER_USER, ASTRONOMER_UID
 #                     the service user the entrypoint drops root to (GID 0)
 #
@@ -119,6 +123,11 @@ FROM entrypoint-${BINARY_SOURCE:-source} AS entrypoint
 FROM ${BASE_IMAGE} AS airflow-build
 ARG AIRFLOW_VERSION=3.3.2
 ARG AIRFLOW_EXTRAS=celery,postgres,mysql,redis,fab
+# certified: also the providers and extras of the Astronomer Certified
+# image that exist for Airflow 3 (see docs/deployment.md "The certified
+# variant"), with a constraints file of their own.
+ARG AIRFLOW_VARIANT=full
+ARG CERTIFIED_EXTRAS=amazon,microsoft-azure,cncf-kubernetes,elasticsearch,ftp,google,http,imap,slack,sqlite,ssh,statsd,async
 ARG PIP_VERSION=26.3
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
@@ -127,7 +136,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY config/constraints-*.txt /tmp/constraints/
 RUN python="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
- && constraints="/tmp/constraints/constraints-${AIRFLOW_VERSION}-py${python}.txt" \
+ && case "${AIRFLOW_VARIANT}" in \
+      full) extras="${AIRFLOW_EXTRAS}" suffix="" ;; \
+      certified) extras="${AIRFLOW_EXTRAS},${CERTIFIED_EXTRAS}" suffix="-certified" ;; \
+      *) echo "AIRFLOW_VARIANT=${AIRFLOW_VARIANT}: use full or certified" >&2; exit 1 ;; \
+    esac \
+ && constraints="/tmp/constraints/constraints-${AIRFLOW_VERSION}-py${python}${suffix}.txt" \
  && if [ ! -f "$constraints" ]; then \
       echo "no constraints for Airflow ${AIRFLOW_VERSION} on Python ${python}:" \
            "generate config/$(basename "$constraints") as its header says" >&2; \
@@ -136,7 +150,7 @@ RUN python="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
  && python3 -m venv /opt/airflow-venv \
  && /opt/airflow-venv/bin/pip install --no-cache-dir "pip==${PIP_VERSION}" \
  && /opt/airflow-venv/bin/pip install --no-cache-dir --constraint "$constraints" \
-      "apache-airflow[${AIRFLOW_EXTRAS}]==${AIRFLOW_VERSION}" \
+      "apache-airflow[${extras}]==${AIRFLOW_VERSION}" \
  && /opt/airflow-venv/bin/pip check \
  && /opt/airflow-venv/bin/airflow version \
  && cp "$constraints" /opt/airflow-venv/airflow-constraints.txt
@@ -161,10 +175,18 @@ FROM runtime-airflow-${INSTALL_AIRFLOW:-true} AS image
 ARG ASTRONOMER_USER=astro
 ARG ASTRONOMER_UID=5000
 ARG AIRFLOW_VERSION=3.3.2
+ARG AIRFLOW_VARIANT=full
+ARG INSTALL_AIRFLOW=true
+# Cargo.toml's version (tests/docs.rs checks that they agree).
+ARG ENTRYPOINT_VERSION=0.1.0
 
 LABEL org.opencontainers.image.title="Apache Airflow with airflow-entrypoint" \
       org.opencontainers.image.description="Apache Airflow ${AIRFLOW_VERSION}; PID 1 is airflow-entrypoint" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.github.airflow-entrypoint.airflow-version="${AIRFLOW_VERSION}" \
+      io.github.airflow-entrypoint.variant="${AIRFLOW_VARIANT}" \
+      io.github.airflow-entrypoint.install-airflow="${INSTALL_AIRFLOW}" \
+      io.github.airflow-entrypoint.entrypoint-version="${ENTRYPOINT_VERSION}"
 
 # The multi-call links first (see below), then the venv.
 ENV PATH=/usr/local/lib/airflow-entrypoint/bin:/opt/airflow-venv/bin:${PATH}
@@ -235,9 +257,9 @@ STOPSIGNAL SIGTERM
 # Helm chart's `bash -c "exec airflow scheduler"`; each part of `all` or a
 # `+` group) on its own endpoint: the api-server's or webserver's health,
 # the scheduler's health server or its jobs' heartbeats, the triggerer's
-# and dag-processor's heartbeats. A stopped or exited component is
-# unhealthy at once; one with nothing to ask (bash, a worker until its
-# native ping lands) is said to be so, exit 0. Answers within 5 s.
+# and dag-processor's heartbeats, a Celery worker's ping and queues
+# through its broker. A stopped or exited component is unhealthy at once;
+# one with nothing to ask (bash) is said to be so, exit 0. Answers within 5 s.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
   CMD ["/usr/local/bin/airflow-entrypoint", "--healthcheck"]
 # The image starts as root: the entrypoint drops to ASTRONOMER_USER itself.

@@ -646,3 +646,19 @@ fn every_setting_and_option_the_docs_name_exists() {
         "settings or options the binary does not have: {unknown:?}"
     );
 }
+
+#[test]
+fn the_dockerfile_labels_the_entrypoint_with_cargos_version() {
+    let cargo = read(&repo().join("Cargo.toml"));
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("Cargo.toml has a version line");
+    let dockerfile = read(&repo().join("Dockerfile"));
+    let wanted = format!("ARG ENTRYPOINT_VERSION={version}");
+    assert!(
+        dockerfile.lines().any(|l| l.trim() == wanted),
+        "the Dockerfile's ENTRYPOINT_VERSION default must be Cargo.toml's version: want `{wanted}`"
+    );
+}
