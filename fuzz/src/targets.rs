@@ -196,25 +196,23 @@ pub fn shell_words(data: &[u8]) {
 }
 
 pub fn native_command(data: &[u8]) {
-    if sent_back(data) {
-        return; // the input holds the secret itself: nothing to check
-    }
-    let args = argv(data);
-    on_fresh_thread(|| {
-        if let Err(e) = crate::airflow::native::parse(&args) {
-            assert_logged_line_hides(&e, "native command error");
-        }
-    });
+    command_line(data, crate::airflow::native::parse, "native command error");
 }
 
 pub fn celery_command(data: &[u8]) {
+    command_line(data, crate::airflow::celery::parse, "celery command error");
+}
+
+/// A probe's command line, as the fuzzer's argv, through `parse`: its
+/// refusal is logged, so it must hide the planted secret.
+fn command_line<T>(data: &[u8], parse: fn(&[OsString]) -> Result<T, String>, what: &str) {
     if sent_back(data) {
         return; // the input holds the secret itself: nothing to check
     }
     let args = argv(data);
     on_fresh_thread(|| {
-        if let Err(e) = crate::airflow::celery::parse(&args) {
-            assert_logged_line_hides(&e, "celery command error");
+        if let Err(e) = parse(&args) {
+            assert_logged_line_hides(&e, what);
         }
     });
 }

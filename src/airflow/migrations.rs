@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::env::layers::Layered;
-use crate::env::options::airflow_option;
+use crate::env::options::Options;
 use crate::error::Failure;
 use crate::readiness::schema::ExpectedSchema;
 
@@ -267,8 +267,10 @@ pub fn expected_schemas(
         )));
     };
     let mut schemas = vec![airflow_schema(&package, version)?.expected()];
-    let auth_manager = airflow_option(layers, "core", "auth_manager")?;
-    let external = airflow_option(layers, "database", "external_db_managers")?;
+    // One read of airflow.cfg for both options.
+    let mut options = Options::new(layers);
+    let auth_manager = options.get("core", "auth_manager")?;
+    let external = options.get("database", "external_db_managers")?;
     let fab_named = auth_manager
         .as_ref()
         .is_some_and(|o| o.value.contains("providers.fab."))
