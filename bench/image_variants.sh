@@ -136,7 +136,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
   echo "|---|---|---|"
   size_row "lean (no Airflow; the entrypoint on the base)" "$lean"
   size_row "full (Airflow 3.3.2: celery, postgres, mysql, redis)" "$full"
-  size_row "full -onbuild (the same layers and four ONBUILD triggers)" "$onbuild"
+  size_row "full -onbuild (the same layers and its ONBUILD triggers)" "$onbuild"
   size_row "certified (the 15 providers, statsd, async)" "$certified"
   size_row "full, Airflow 2.11.2 (the upgrade test's old image)" "$airflow2"
   echo
