@@ -557,6 +557,21 @@ mod tests {
     }
 
     #[test]
+    fn masks_a_colon_at_after_a_password_less_user() {
+        assert_eq!(
+            redact("mysql://airflow@db/airflow?unix_socket=/run/a:pw@host"),
+            "mysql://airflow@db/airflow?unix_socket=/run/a:***@host"
+        );
+        assert_eq!(
+            redact("https://TOKEN@h/x:pw@y z"),
+            "https://***@h/x:***@y z"
+        );
+        // No `@` after the `:`: nothing to mask.
+        let text = "postgresql://airflow@db/airflow: connection refused";
+        assert_eq!(redact(text), text);
+    }
+
+    #[test]
     fn masks_every_url_in_a_line() {
         assert_eq!(
             redact("a=mysql://u:x@h/d b='amqp://g:y@r//'"),
