@@ -133,12 +133,8 @@ fn mask_userinfo(scheme: &str, window: &str) -> (Option<String>, usize) {
         // `user:password@host`: the password runs to the last `@` that a
         // host (or the path, or nothing) may follow; an `@` in prose after
         // the URL ("an `@` in ...") is followed by something else.
-        if let Some(last_at) = last_userinfo_at(after_user) {
-            let shown = match after_user.get(1..last_at) {
-                Some("") => format!("{user}:@"),
-                _ => format!("{user}:{MASK}@"),
-            };
-            return (Some(shown), user_len + last_at + 1);
+        if let Some((masked, len)) = mask_colon_to_last_at(after_user) {
+            return (Some(format!("{user}{masked}")), user_len + len);
         }
     }
     // `name@host`: a user for database and broker URLs, else a token.
@@ -147,27 +143,28 @@ fn mask_userinfo(scheme: &str, window: &str) -> (Option<String>, usize) {
         _ => (None, 0),
     };
     // A `:` later in the URL (after a `/`, a space or a user's `@`) with an
-    // `@` after it: masked like a password, from that `:` to the last `@`,
-    // as `url::mask` does (`mysql://u@h/x?s=/a::PW@redis` reads PW as part
-    // of a query value, but a typo may have put a password there).
+    // `@` after it: masked like a password, as `url::mask` does
+    // (`mysql://u@h/x?s=/a::PW@redis` reads PW as part of a query value,
+    // but a typo may have put a password there).
     let rest = window.get(rest_from..).unwrap_or_default();
-    let Some(last_at) = last_userinfo_at(rest) else {
-        return (shown, rest_from);
-    };
-    let Some(colon) = rest.get(..last_at).and_then(|r| r.find(':')) else {
-        return (shown, rest_from);
-    };
-    let mut masked = shown.unwrap_or_default();
-    masked.push_str(rest.get(..colon).unwrap_or_default());
-    match rest.get(colon + 1..last_at) {
-        Some("") => masked.push_str(":@"),
-        _ => {
-            masked.push(':');
-            masked.push_str(MASK);
-            masked.push('@');
-        }
+    match mask_colon_to_last_at(rest) {
+        Some((masked, len)) => (Some(shown.unwrap_or_default() + &masked), rest_from + len),
+        None => (shown, rest_from),
     }
-    (Some(masked), rest_from + last_at + 1)
+}
+
+/// `text` up to its last userinfo `@`, with everything from its first `:`
+/// to that `@` masked (`:***@`, or `:@` when empty), and the length it
+/// covers; `None` without such a `:` and `@`.
+fn mask_colon_to_last_at(text: &str) -> Option<(String, usize)> {
+    let last_at = last_userinfo_at(text)?;
+    let colon = text.get(..last_at)?.find(':')?;
+    let kept = text.get(..colon).unwrap_or_default();
+    let masked = match text.get(colon + 1..last_at) {
+        Some("") => format!("{kept}:@"),
+        _ => format!("{kept}:{MASK}@"),
+    };
+    Some((masked, last_at + 1))
 }
 
 /// The last `@` in `text` that is not followed by a backquote: in prose
